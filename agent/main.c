@@ -1,0 +1,149 @@
+/* cairn-agent: captures a region's audit events, spools them durably and
+ * ships them to the aggregator. Reads the config, builds the objects, runs
+ * the loop, destroys them in reverse order. */
+#include "cairn_log.h"
+#include "config.h"
+#include "intake.h"
+#include "shipper.h"
+#include "spool.h"
+
+#include <czmq.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *data_dir;
+    int64_t spool_map_bytes;
+    bool is_durable;
+    intake_options_t intake;
+    shipper_options_t shipper;
+} s_settings_t;
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: cairn-agent --config FILE [--check-config]\n"
+            "\n"
+            "Captures a region's API-call events (CloudTrail JSON records), keeps them\n"
+            "in a durable LMDB spool and ships them to the cairn aggregator.\n"
+            "\n"
+            "Options:\n"
+            "  -c, --config FILE   configuration file (INI; see deploy/cairn-agent.conf)\n"
+            "      --check-config  check the configuration, print every error, and exit\n"
+            "                      (0 if it is valid)\n"
+            "  -h, --help          show this help\n"
+            "  -V, --version       show the version\n"
+            "\n"
+            "HTTP endpoints (address from [http] listen):\n"
+            "  POST /v1/events     one record, a JSON array of records, or {\"Records\":[...]}\n"
+            "  GET  /health        200 when the agent can accept events\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT stop cleanly; spooled events are kept.\n");
+}
+
+/* Reads every setting, recording all errors in cfg. */
+static void s_read_settings(config_t *cfg, s_settings_t *s)
+{
+    const char *level = config_str(cfg, "agent", "log_level", "info");
+    if (cairn_log_level_parse(level) < 0)
+        config_error(cfg, "agent", "log_level",
+                     "\"%s\" is not one of error, warning, notice, info, debug", level);
+    else
+        cairn_log_level = cairn_log_level_parse(level);
+    const char *region = config_str_required(cfg, "agent", "region");
+    s->data_dir = config_str_required(cfg, "agent", "data_dir");
+    const char *account = config_str_required(cfg, "agent", "account_id");
+    if (account && (strlen(account) != 12 || strspn(account, "0123456789") != 12))
+        config_error(cfg, "agent", "account_id", "\"%s\" is not a 12-digit account id", account);
+    s->intake.listen = config_str(cfg, "http", "listen", "127.0.0.1:4780");
+    s->intake.max_body_bytes =
+        (size_t)config_size(cfg, "http", "max_body", 16 << 20, 1024, (int64_t)1 << 30);
+    s->intake.thread_count = (unsigned)config_int(cfg, "http", "threads", 4, 1, 256);
+    s->intake.defaults.region = region;
+    s->intake.defaults.account_id = account;
+    s->spool_map_bytes =
+        config_size(cfg, "spool", "map_size", (int64_t)1 << 30, 1 << 20, (int64_t)1 << 44);
+    s->is_durable = config_bool(cfg, "spool", "durable", true);
+    s->shipper.endpoint = config_str_required(cfg, "aggregator", "endpoint");
+    s->shipper.agent_id = config_str(cfg, "agent", "id", region);
+    s->shipper.region = region;
+    s->shipper.batch_max_events =
+        (size_t)config_int(cfg, "aggregator", "batch_max_events", 500, 1, 10000);
+    s->shipper.batch_max_bytes = (size_t)config_size(cfg, "aggregator", "batch_max_bytes",
+                                                     4 << 20, 512 << 10, 64 << 20);
+    s->shipper.linger_ms = config_duration_ms(cfg, "aggregator", "linger", 20, 1, 10000);
+    s->shipper.window_batches = (size_t)config_int(cfg, "aggregator", "window", 8, 1, 1024);
+    s->shipper.ack_timeout_ms =
+        config_duration_ms(cfg, "aggregator", "ack_timeout", 5000, 100, 600000);
+    config_check_unknown(cfg);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"check-config", no_argument, NULL, 'k'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
+    const char *config_path = NULL;
+    int is_check_only = 0, opt;
+    cairn_log_set_ident("cairn-agent");
+    while ((opt = getopt_long(argc, argv, "c:hV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config_path = optarg; break;
+        case 'k': is_check_only = 1; break;
+        case 'h': s_usage(stdout); return 0;
+        case 'V': printf("cairn-agent %s\n", CAIRN_VERSION); return 0;
+        default: s_usage(stderr); return 2;
+        }
+    }
+    if (!config_path || optind != argc) {
+        s_usage(stderr);
+        return 2;
+    }
+    char err[512];
+    config_t *cfg = config_load(config_path, err, sizeof err);
+    if (!cfg) {
+        cairn_log_error("%s", err);
+        return 1;
+    }
+    s_settings_t settings = {0};
+    s_read_settings(cfg, &settings);
+    if (config_log_errors(cfg) > 0) {
+        cairn_log_error("config %s: %zu error(s); not starting", config_path,
+                        config_error_count(cfg));
+        config_destroy(&cfg);
+        return 1;
+    }
+    if (is_check_only) {
+        printf("%s: configuration is valid\n", config_path);
+        config_destroy(&cfg);
+        return 0;
+    }
+
+    zsys_init();
+    zsys_set_logsystem(false);
+    int rc = 1;
+    zloop_t *loop = zloop_new();
+    spool_t *spool = spool_new(settings.data_dir, settings.spool_map_bytes, settings.is_durable);
+    intake_t *intake = spool ? intake_new(spool, &settings.intake) : NULL;
+    shipper_t *shipper = intake ? shipper_new(spool, loop, &settings.shipper) : NULL;
+    if (shipper) {
+        cairn_log_notice("agent %s (%s): ready; intake on %s, shipping to %s",
+                         settings.shipper.agent_id, settings.shipper.region,
+                         settings.intake.listen, settings.shipper.endpoint);
+        zloop_start(loop); /* returns on SIGTERM/SIGINT (czmq's handler) */
+        cairn_log_notice("agent %s: stopping; %llu events stay spooled for the next start",
+                         settings.shipper.agent_id,
+                         (unsigned long long)spool_pending_count(spool));
+        rc = 0;
+    }
+    shipper_destroy(&shipper);
+    intake_destroy(&intake);
+    spool_destroy(&spool);
+    zloop_destroy(&loop);
+    config_destroy(&cfg);
+    return rc;
+}

@@ -1,0 +1,51 @@
+/* shipper.h: sends spooled events to the aggregator as protobuf Batches over
+ * a ZeroMQ DEALER and deletes them from the spool when acknowledged.
+ *
+ * At-least-once: a batch stays in the spool until its Ack arrives; after
+ * ack_timeout without one, or an Ack asking to retry, the shipper reconnects
+ * and resends from the oldest unacknowledged batch (go-back-N). The
+ * aggregator's dedup on eventID makes the result exactly-once.
+ *
+ * Runs in the caller's zloop (the agent's main thread). */
+#ifndef CAIRN_SHIPPER_H
+#define CAIRN_SHIPPER_H
+
+#include <czmq.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spool.h"
+
+typedef struct shipper shipper_t;
+
+typedef struct {
+    const char *endpoint;     /* "tcp://host:port" of the aggregator */
+    const char *agent_id;
+    const char *region;
+    size_t batch_max_events;  /* a batch closes at this many events */
+    size_t batch_max_bytes;   /* ... or this many bytes of packed events */
+    int64_t linger_ms;        /* how often pending events are packed and sent */
+    size_t window_batches;    /* unacknowledged batches in flight, at most */
+    int64_t ack_timeout_ms;   /* resend after this long without an ack */
+} shipper_options_t;
+
+typedef struct {
+    uint64_t batches_sent;    /* includes resends */
+    uint64_t events_sent;     /* includes resends */
+    uint64_t batches_acked;
+    uint64_t events_acked;
+    uint64_t resends;         /* go-back-N restarts */
+    uint64_t acked_seq;       /* highest spool seq acknowledged */
+    int is_connected;         /* an ack arrived since the last (re)connect */
+} shipper_stats_t;
+
+/* Connects and registers the shipper's socket and timer with loop. The spool
+ * and loop are borrowed. Returns NULL after logging why. */
+shipper_t *shipper_new(spool_t *spool, zloop_t *loop, const shipper_options_t *options);
+
+/* Unregisters from the loop and frees. Unacknowledged events stay spooled. */
+void shipper_destroy(shipper_t **self_p);
+
+void shipper_get_stats(shipper_t *self, shipper_stats_t *stats);
+
+#endif

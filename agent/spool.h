@@ -1,0 +1,58 @@
+/* spool.h: the agent's durable queue of events awaiting acknowledgement.
+ *
+ * An LMDB environment in the agent's data dir:
+ *   events   spool seq (u64 big-endian) -> packed Event; MDB_APPEND order
+ *   meta     "acked" -> highest seq the aggregator acknowledged (u64)
+ *
+ * Sequence numbers start at 1 and never repeat, even after every event was
+ * acknowledged and deleted and the agent restarted.
+ *
+ * Threads: spool_append may be called from any thread (the HTTP intake's);
+ * LMDB serializes writers. Reads and acks come from the shipper's thread. */
+#ifndef CAIRN_SPOOL_H
+#define CAIRN_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SPOOL_FULL 1 /* the map is full: the caller must push back */
+
+typedef struct spool spool_t;
+
+/* Opens (creating dir if needed) the spool in dir. Returns NULL after logging why. */
+spool_t *spool_new(const char *dir, int64_t map_bytes, bool is_durable);
+
+/* Closes the spool and sets *self_p to NULL. Accepts NULL. */
+void spool_destroy(spool_t **self_p);
+
+/* Appends count packed events in one transaction: either all are durable
+ * when this returns 0, or none is. *first_seq (if not NULL) gets the seq of
+ * the first. Returns 0, SPOOL_FULL, or -1 (logged). Any thread. */
+int spool_append(spool_t *self, const uint8_t *const *events, const size_t *lens, size_t count,
+                 uint64_t *first_seq);
+
+/* Called by spool_read for each event; data is borrowed (valid during the
+ * call). Return 0 to go on, non-zero to stop. */
+typedef int(spool_read_fn)(void *ctx, uint64_t seq, const uint8_t *data, size_t len);
+
+/* Passes events with seq >= from_seq, in order, to fn until max_count events
+ * or max_bytes of data were passed (at least one event is passed if any
+ * exists) or fn returns non-zero. Returns the number passed, or -1. */
+long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_bytes,
+                spool_read_fn *fn, void *ctx);
+
+/* Deletes every event with seq <= through_seq and records the ack.
+ * Returns 0 or -1 (logged). */
+int spool_ack_through(spool_t *self, uint64_t through_seq);
+
+/* The seq the next appended event will get. */
+uint64_t spool_next_seq(spool_t *self);
+
+/* Highest acknowledged seq (0 if none). */
+uint64_t spool_acked_seq(spool_t *self);
+
+/* Events appended and not yet acknowledged. */
+uint64_t spool_pending_count(spool_t *self);
+
+#endif

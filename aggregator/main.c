@@ -1,0 +1,180 @@
+/* cairn-aggregator: receives agents' batches, keeps the deduplicated store
+ * and delivers five-minute CloudTrail log files to the bucket. Reads the
+ * config, builds the objects, runs the loop, destroys them in reverse. */
+#include "bucket.h"
+#include "cairn_http.h"
+#include "cairn_log.h"
+#include "cairn_mem.h"
+#include "config.h"
+#include "delivery.h"
+#include "receiver.h"
+#include "store.h"
+
+#include <czmq.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *data_dir;
+    const char *http_listen;
+    int64_t store_map_bytes;
+    bool is_durable;
+    const char *bucket_url;
+    receiver_options_t receiver;
+    delivery_options_t delivery;
+} s_settings_t;
+
+typedef struct {
+    store_t *store;
+    delivery_t *delivery;
+    receiver_t *receiver;
+} s_app_t;
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: cairn-aggregator --config FILE [--check-config]\n"
+            "\n"
+            "Receives batches of audit events from cairn agents, stores each event once\n"
+            "(deduplicated on eventID) and delivers gzip'd CloudTrail log files to the\n"
+            "bucket when each delivery window closes.\n"
+            "\n"
+            "Options:\n"
+            "  -c, --config FILE   configuration file (INI; see deploy/cairn-aggregator.conf)\n"
+            "      --check-config  check the configuration, print every error, and exit\n"
+            "                      (0 if it is valid)\n"
+            "  -h, --help          show this help\n"
+            "  -V, --version       show the version\n"
+            "\n"
+            "HTTP endpoints (address from [http] listen):\n"
+            "  GET /health         200 when the aggregator can do its job\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT stop cleanly after the current commit.\n");
+}
+
+static void s_read_settings(config_t *cfg, s_settings_t *s)
+{
+    const char *level = config_str(cfg, "aggregator", "log_level", "info");
+    if (cairn_log_level_parse(level) < 0)
+        config_error(cfg, "aggregator", "log_level",
+                     "\"%s\" is not one of error, warning, notice, info, debug", level);
+    else
+        cairn_log_level = cairn_log_level_parse(level);
+    s->delivery.aggregator_id = config_str(cfg, "aggregator", "id", "aggregator-1");
+    for (const char *p = s->delivery.aggregator_id; *p; p++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.", *p)) {
+            config_error(cfg, "aggregator", "id", "use letters, digits, '-', '_' or '.' only");
+            break;
+        }
+    s->data_dir = config_str_required(cfg, "aggregator", "data_dir");
+    s->receiver.listen = config_str(cfg, "aggregator", "listen", "tcp://127.0.0.1:4790");
+    s->receiver.group_max = (size_t)config_int(cfg, "aggregator", "group_commit_max", 64, 1, 4096);
+    s->http_listen = config_str(cfg, "http", "listen", "127.0.0.1:4791");
+    s->store_map_bytes =
+        config_size(cfg, "store", "map_size", (int64_t)16 << 30, 1 << 20, (int64_t)1 << 46);
+    s->is_durable = config_bool(cfg, "store", "durable", true);
+    s->bucket_url = config_str_required(cfg, "delivery", "bucket");
+    s->delivery.interval_ms = config_duration_ms(cfg, "delivery", "interval", 300000, 1000,
+                                                 24 * 3600 * 1000LL);
+    s->delivery.part_max_bytes = (size_t)config_size(cfg, "delivery", "part_max_bytes", 64 << 20,
+                                                     64 << 10, (int64_t)1 << 32);
+    s->delivery.gzip_level = (int)config_int(cfg, "delivery", "gzip_level", 6, 1, 12);
+    s->delivery.poll_ms = 100;
+    config_check_unknown(cfg);
+}
+
+static void s_health(void *ctx, const cairn_http_request_t *request,
+                     cairn_http_response_t *response)
+{
+    s_app_t *app = ctx;
+    if (strcmp(request->path, "/health") != 0) {
+        cairn_http_respond_error(response, 404, "no such endpoint (try GET /health)");
+        return;
+    }
+    delivery_stats_t d;
+    delivery_get_stats(app->delivery, &d);
+    cairn_http_respond(response, 200,
+                       "{\"status\":\"ok\",\"events_stored\":%llu,\"windows_delivered\":%llu,"
+                       "\"objects_put\":%llu,\"put_errors\":%llu}",
+                       (unsigned long long)store_event_count(app->store),
+                       (unsigned long long)d.windows_delivered, (unsigned long long)d.objects_put,
+                       (unsigned long long)d.put_errors);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"check-config", no_argument, NULL, 'k'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
+    const char *config_path = NULL;
+    int is_check_only = 0, opt;
+    cairn_log_set_ident("cairn-aggregator");
+    while ((opt = getopt_long(argc, argv, "c:hV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config_path = optarg; break;
+        case 'k': is_check_only = 1; break;
+        case 'h': s_usage(stdout); return 0;
+        case 'V': printf("cairn-aggregator %s\n", CAIRN_VERSION); return 0;
+        default: s_usage(stderr); return 2;
+        }
+    }
+    if (!config_path || optind != argc) {
+        s_usage(stderr);
+        return 2;
+    }
+    char err[512];
+    config_t *cfg = config_load(config_path, err, sizeof err);
+    if (!cfg) {
+        cairn_log_error("%s", err);
+        return 1;
+    }
+    s_settings_t settings = {0};
+    s_read_settings(cfg, &settings);
+    if (config_log_errors(cfg) > 0) {
+        cairn_log_error("config %s: %zu error(s); not starting", config_path,
+                        config_error_count(cfg));
+        config_destroy(&cfg);
+        return 1;
+    }
+    if (is_check_only) {
+        printf("%s: configuration is valid\n", config_path);
+        config_destroy(&cfg);
+        return 0;
+    }
+
+    zsys_init();
+    zsys_set_logsystem(false);
+    int rc = 1;
+    s_app_t app = {0};
+    cairn_http_t *http = NULL;
+    zloop_t *loop = zloop_new();
+    bucket_t *bucket = bucket_new(settings.bucket_url, err, sizeof err);
+    if (!bucket)
+        cairn_log_error("bucket %s: %s", settings.bucket_url, err);
+    app.store = bucket ? store_new(settings.data_dir, settings.store_map_bytes, settings.is_durable)
+                       : NULL;
+    app.delivery = app.store ? delivery_new(app.store, &bucket, &settings.delivery) : NULL;
+    app.receiver = app.delivery ? receiver_new(app.store, loop, &settings.receiver) : NULL;
+    if (app.receiver)
+        http = cairn_http_new("http", settings.http_listen, 2, 64 << 10, s_health, &app);
+    if (http) {
+        cairn_log_notice("aggregator %s: ready; receiving on %s, delivering every %lld s to %s",
+                         settings.delivery.aggregator_id, settings.receiver.listen,
+                         (long long)(settings.delivery.interval_ms / 1000), settings.bucket_url);
+        zloop_start(loop); /* returns on SIGTERM/SIGINT */
+        cairn_log_notice("aggregator %s: stopping", settings.delivery.aggregator_id);
+        rc = 0;
+    }
+    cairn_http_destroy(&http);
+    receiver_destroy(&app.receiver);
+    delivery_destroy(&app.delivery);
+    store_destroy(&app.store);
+    bucket_destroy(&bucket);
+    zloop_destroy(&loop);
+    config_destroy(&cfg);
+    return rc;
+}

@@ -1,0 +1,43 @@
+/* receiver.h: the aggregator's ZeroMQ ROUTER that takes agents' Batches,
+ * stores them (group commit) and acknowledges each after its commit.
+ *
+ * Runs in the caller's zloop (the aggregator's main thread), which is the
+ * store's only writer of events. */
+#ifndef CAIRN_RECEIVER_H
+#define CAIRN_RECEIVER_H
+
+#include <czmq.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+#define RECEIVER_MAX_BATCH_EVENTS 10000    /* a batch with more is rejected */
+#define RECEIVER_MAX_MESSAGE_BYTES (64 << 20) /* larger frames are dropped by libzmq */
+
+typedef struct receiver receiver_t;
+
+typedef struct {
+    const char *listen;     /* "tcp://host:port" */
+    size_t group_max;       /* batches stored in one transaction, at most */
+} receiver_options_t;
+
+typedef struct {
+    uint64_t batches_received;
+    uint64_t batches_rejected;  /* undecodable or invalid: answered REJECTED */
+    uint64_t batches_deferred;  /* store full or failing: answered RETRY */
+    uint64_t batches_resent;    /* recognised as already stored */
+    uint64_t events_stored;
+    uint64_t events_duplicate;
+    uint64_t commits;           /* group-commit transactions */
+} receiver_stats_t;
+
+/* Binds and registers with loop. store and loop are borrowed. Returns NULL
+ * after logging why. */
+receiver_t *receiver_new(store_t *store, zloop_t *loop, const receiver_options_t *options);
+
+void receiver_destroy(receiver_t **self_p);
+
+void receiver_get_stats(receiver_t *self, receiver_stats_t *stats);
+
+#endif
