@@ -45,11 +45,15 @@ typedef struct {
     char last_key[512];         /* last object put */
 } delivery_stats_t;
 
-/* Starts the actor thread. Takes ownership of *bucket_p (sets it to NULL).
- * store is borrowed and must outlive the actor. Returns NULL after logging. */
+/* Starts the actor thread. Takes ownership of *bucket_p (sets it to NULL),
+ * also when it fails. store is borrowed and must outlive the actor. Zero
+ * options take the defaults above; aggregator_id is required. Returns NULL
+ * after logging (no aggregator id, gzip level not 1..12). */
 delivery_t *delivery_new(store_t *store, bucket_t **bucket_p, const delivery_options_t *options);
 
-/* Stops the actor (finishing the put in progress) and frees it. */
+/* Stops the actor (finishing the put in progress; the rest of a window cut
+ * short is put again, under the same names, by the next start) and frees it.
+ * Accepts NULL. */
 void delivery_destroy(delivery_t **self_p);
 
 /* Copies the current counters (thread-safe). */

@@ -17,6 +17,7 @@
 #include "cairn_log.h"
 #include "cairn_mem.h"
 #include "cairn_time.h"
+#include "event.h"
 
 #include <string.h>
 
@@ -66,6 +67,10 @@ static int s_check(const Cairn__Batch *b, char *reason, size_t size)
         const Cairn__Event *e = b->events[i];
         if (!e->event_id || !*e->event_id || e->json.len == 0 || !e->json.data) {
             snprintf(reason, size, "event %zu has no eventID or no record", i);
+            return -1;
+        }
+        if (strlen(e->event_id) > EVENT_ID_MAX_BYTES || e->json.len > EVENT_MAX_RECORD_BYTES * 2) {
+            snprintf(reason, size, "event %zu: eventID or record over its size limit", i);
             return -1;
         }
     }

@@ -37,6 +37,9 @@ typedef struct {
 
 /* Opens (creating dir and databases if needed) the store in dir with a map of
  * map_bytes. is_durable false skips fsync at commit (tests, benchmarks).
+ * The ingest time floor and the watermark start at the last stored event's
+ * ingest time (or the cursor's window end if later), not at now: the writer
+ * calls store_advance_watermark when it is ready.
  * Returns NULL after logging why. */
 store_t *store_new(const char *dir, int64_t map_bytes, bool is_durable);
 
@@ -50,7 +53,13 @@ void store_destroy(store_t **self_p);
  * time never goes backwards. Each batch's agent progress is raised to
  * first_seq + n_events - 1. results[i] is filled for batches[i].
  * Returns 0 after the commit, STORE_FULL (nothing of the call stored), or -1
- * (logged; nothing stored). Writer thread only. */
+ * (logged; nothing stored). eventIDs (non-empty) and agent ids must fit an
+ * LMDB key (511 bytes): the caller checks, since one
+ * bad batch fails the whole call with -1. A batch with n_events > 0 whose
+ * last seq is at or below its agent's progress is a resend: is_resend, all
+ * counted as duplicates, nothing looked up. After a successful call (even
+ * one that stored nothing) the watermark and the ingest time floor are at
+ * least max(now_ms, last ingest time). Writer thread only. */
 int store_put_batches(store_t *self, const Cairn__Batch *const *batches, size_t batch_count,
                       int64_t now_ms, store_batch_result_t *results);
 

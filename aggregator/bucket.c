@@ -1,0 +1,203 @@
+/* bucket.c: a bucket that is a local directory.
+ *
+ * DESIGN: a key is a relative path under the directory. A put writes a
+ * temporary file beside the final one ("<final>.tmp-<pid>-<counter>"),
+ * fsyncs it, renames it over the final name and fsyncs the directory, so a
+ * reader sees the old object or the whole new one, never a part, and a crash
+ * leaves at worst a temporary file (never a half object under a final name).
+ * Directories created on the way are fsynced into their parents too.
+ *
+ * THREADS: one thread at a time (the delivery actor). */
+#include "bucket.h"
+
+#include "cairn_mem.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct bucket {
+    char *root;            /* absolute directory, without a trailing '/' */
+    unsigned long counter; /* makes temporary names unique within the process */
+};
+
+static int s_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+/* Creates dir and its missing parents. A directory it creates is fsynced
+ * into its parent, so the new path survives a crash. On failure returns -1
+ * with errno set and the failing prefix left in dir (so messages can name
+ * it); on success dir is unchanged. */
+static int s_mkdir_p(char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0)
+        return S_ISDIR(st.st_mode) ? 0 : (errno = ENOTDIR, -1);
+    for (char *p = dir + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(dir, 0755) == 0) {
+            char *slash = strrchr(dir, '/');
+            *slash = '\0';
+            int rc = s_fsync_dir(slash == dir ? "/" : dir);
+            *slash = '/';
+            if (rc != 0)
+                return -1;
+        } else if (errno != EEXIST)
+            return -1;
+        if (saved == '\0')
+            return 0;
+        *p = saved;
+    }
+}
+
+bucket_t *bucket_new(const char *url, char *err, size_t errlen)
+{
+    const char *path = NULL;
+    if (strncmp(url, "dir://", 6) == 0)
+        path = url + 6;
+    else if (strncmp(url, "file://", 7) == 0)
+        path = url + 7;
+    else if (!strstr(url, "://"))
+        path = url;
+    if (!path || path[0] != '/') {
+        snprintf(err, errlen,
+                 "unsupported bucket URL \"%s\": expected /abs/path, dir:///abs/path or "
+                 "file:///abs/path (this build supports local directories)",
+                 url);
+        return NULL;
+    }
+    bucket_t *self = cairn_calloc(1, sizeof *self);
+    self->root = cairn_strdup(path);
+    size_t len = strlen(self->root);
+    while (len > 1 && self->root[len - 1] == '/')
+        self->root[--len] = '\0';
+    char *dir = cairn_strdup(self->root);
+    if (s_mkdir_p(dir) != 0) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        bucket_destroy(&self);
+    }
+    free(dir);
+    return self;
+}
+
+void bucket_destroy(bucket_t **self_p)
+{
+    bucket_t *self = *self_p;
+    if (!self)
+        return;
+    free(self->root);
+    free(self);
+    *self_p = NULL;
+}
+
+/* Keys are relative paths that stay under the root. */
+static bool s_key_is_valid(const char *key)
+{
+    if (!key[0] || key[0] == '/' || key[strlen(key) - 1] == '/')
+        return false;
+    for (const char *p = key; p;) {
+        if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || p[2] == '\0'))
+            return false;
+        p = strchr(p, '/');
+        if (p)
+            p++;
+    }
+    return true;
+}
+
+static int s_write_all(int fd, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int bucket_put(bucket_t *self, const char *key, const void *data, size_t len,
+               const char *content_type, char *err, size_t errlen)
+{
+    (void)content_type; /* files have no content type; S3 will send it */
+    if (!s_key_is_valid(key)) {
+        snprintf(err, errlen, "invalid key \"%s\"", key);
+        return -1;
+    }
+    size_t path_len = strlen(self->root) + 1 + strlen(key) + 1;
+    size_t tmp_len = path_len + 64;
+    char *path = cairn_malloc(path_len);
+    char *tmp = cairn_malloc(tmp_len);
+    snprintf(path, path_len, "%s/%s", self->root, key);
+    snprintf(tmp, tmp_len, "%s.tmp-%d-%lu", path, (int)getpid(), ++self->counter);
+    char *dir = cairn_strdup(path);
+    *strrchr(dir, '/') = '\0';
+    const char *failed = tmp; /* the path an error message names */
+    bool has_tmp = false;
+    int rc = -1;
+
+    int fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ENOENT) {
+        if (s_mkdir_p(dir) != 0) {
+            failed = dir;
+            goto out;
+        }
+        fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+    }
+    if (fd < 0)
+        goto out;
+    has_tmp = true;
+    if (s_write_all(fd, data, len) != 0 || fsync(fd) != 0)
+        goto out;
+    int close_rc = close(fd);
+    fd = -1;
+    if (close_rc != 0)
+        goto out;
+    if (rename(tmp, path) != 0) {
+        failed = path;
+        goto out;
+    }
+    has_tmp = false;
+    if (s_fsync_dir(dir) != 0) {
+        failed = dir;
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: %s", failed, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        if (has_tmp)
+            unlink(tmp);
+    }
+    free(dir);
+    free(tmp);
+    free(path);
+    return rc;
+}
+
+const char *bucket_describe(const bucket_t *self)
+{
+    return self->root;
+}
