@@ -13,6 +13,7 @@
 #include "cairn_log.h"
 #include "cairn_mem.h"
 
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,10 +45,14 @@ typedef struct {
     size_t offsets_cap;
 } s_pending_t;
 
+/* Runs when an HTTP pool thread exits. */
 static void s_parser_free(void *parser)
 {
     event_parser_t *p = parser;
     event_parser_destroy(&p);
+    /* The parser's UUIDs came from OpenSSL, which keeps per-thread state;
+     * free it with the thread rather than leave it to process teardown. */
+    OPENSSL_thread_stop();
 }
 
 static event_parser_t *s_parser(intake_t *self)
