@@ -4,14 +4,23 @@
  * into packed protobuf Events, collected in a per-request buffer; only when
  * every record is valid are they appended to the spool, in one transaction,
  * and only after that commit is 200 sent. Any bad record means 400 and
- * nothing stored. Each HTTP pool thread keeps its own event parser in
- * thread-local storage (the parser is not thread-safe and is costly to make
- * per request). Counters are atomics read by status and metrics. */
+ * nothing stored. POST /PutAuditEvents is CloudTrail Lake's partial-success
+ * API, served by audit_api. Each HTTP pool thread keeps its own event parser
+ * and audit_api in thread-local storage (neither is thread-safe, and both are
+ * costly to make per request). Counters are atomics read by status and
+ * metrics.
+ *
+ * Order of checks on a POST: signature (when keys are configured; before
+ * anything else, so an unsigned caller learns nothing and changes nothing),
+ * then Content-Type, then the body. The signature is checked over the raw
+ * request target (cairn_http_request_t.uri), not the decoded path. */
 #include "intake.h"
 
+#include "audit_api.h"
 #include "cairn_http.h"
 #include "cairn_log.h"
 #include "cairn_mem.h"
+#include "cairn_time.h"
 
 #include <openssl/crypto.h>
 #include <pthread.h>
@@ -19,6 +28,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#define INTAKE_DEFAULT_REQUEST_TIMEOUT_S 10
+#define INTAKE_SIGNING_SERVICE           "cloudtrail-data"
 
 struct intake {
     cairn_http_t *http;
@@ -26,14 +39,29 @@ struct intake {
     event_defaults_t defaults;
     char *region;
     char *account_id;
-    pthread_key_t parser_key;
+    const sigv4_keys_t *keys; /* NULL: no signature needed */
+    pthread_key_t worker_key;
     bool is_key_ready;
     atomic_uint_fast64_t requests;
     atomic_uint_fast64_t events_accepted;
     atomic_uint_fast64_t events_rejected;
     atomic_uint_fast64_t requests_rejected;
     atomic_uint_fast64_t spool_full;
+    atomic_uint_fast64_t audit_calls;
+    atomic_uint_fast64_t bad_content_type;
+    atomic_uint_fast64_t bad_method;
+    atomic_uint_fast64_t auth_missing;
+    atomic_uint_fast64_t auth_incomplete;
+    atomic_uint_fast64_t auth_unknown_key;
+    atomic_uint_fast64_t auth_bad_signature;
+    atomic_uint_fast64_t auth_expired;
 };
+
+/* What each HTTP pool thread keeps: made on its first request. */
+typedef struct {
+    event_parser_t *parser;
+    audit_api_t *audit_api;
+} s_worker_t;
 
 /* The packed events of one request, kept until the spool commit. */
 typedef struct {
@@ -46,23 +74,27 @@ typedef struct {
 } s_pending_t;
 
 /* Runs when an HTTP pool thread exits. */
-static void s_parser_free(void *parser)
+static void s_worker_free(void *worker)
 {
-    event_parser_t *p = parser;
-    event_parser_destroy(&p);
-    /* The parser's UUIDs came from OpenSSL, which keeps per-thread state;
-     * free it with the thread rather than leave it to process teardown. */
+    s_worker_t *w = worker;
+    event_parser_destroy(&w->parser);
+    audit_api_destroy(&w->audit_api);
+    free(w);
+    /* UUIDs, hashes and signatures came from OpenSSL, which keeps per-thread
+     * state; free it with the thread rather than leave it to process teardown. */
     OPENSSL_thread_stop();
 }
 
-static event_parser_t *s_parser(intake_t *self)
+static s_worker_t *s_worker(intake_t *self)
 {
-    event_parser_t *parser = pthread_getspecific(self->parser_key);
-    if (!parser) {
-        parser = event_parser_new(&self->defaults);
-        pthread_setspecific(self->parser_key, parser);
+    s_worker_t *worker = pthread_getspecific(self->worker_key);
+    if (!worker) {
+        worker = cairn_calloc(1, sizeof *worker);
+        worker->parser = event_parser_new(&self->defaults);
+        worker->audit_api = audit_api_new(&self->defaults);
+        pthread_setspecific(self->worker_key, worker);
     }
-    return parser;
+    return worker;
 }
 
 static int s_collect(void *ctx, size_t index, const Cairn__Event *event)
@@ -88,7 +120,7 @@ static void s_post_events(intake_t *self, const cairn_http_request_t *request,
 {
     s_pending_t pending = {0};
     char err[512];
-    long count = event_parser_parse_body(s_parser(self), request->body, request->body_len,
+    long count = event_parser_parse_body(s_worker(self)->parser, request->body, request->body_len,
                                          s_collect, &pending, err, sizeof err);
     if (count < 0) {
         atomic_fetch_add(&self->requests_rejected, 1);
@@ -130,21 +162,147 @@ out:
     free(pending.offsets);
 }
 
+static void s_put_audit_events(intake_t *self, const cairn_http_request_t *request,
+                               cairn_http_response_t *response)
+{
+    audit_api_request_t call = {cairn_http_query(request, "channelArn"),
+                                cairn_http_query(request, "externalId"), request->body,
+                                request->body_len};
+    audit_api_outcome_t outcome;
+    audit_api_put_audit_events(s_worker(self)->audit_api, self->spool, &call, response, &outcome);
+    atomic_fetch_add(&self->events_accepted, outcome.accepted_count);
+    atomic_fetch_add(&self->events_rejected, outcome.failed_count);
+    if (outcome.is_rejected)
+        atomic_fetch_add(&self->requests_rejected, 1);
+    else if (outcome.is_spool_full) {
+        if (atomic_fetch_add(&self->spool_full, 1) == 0)
+            cairn_log_warning("intake: spool full, answering 503 until the aggregator drains it");
+    } else if (!outcome.is_spool_error)
+        atomic_fetch_add(&self->audit_calls, 1);
+}
+
+static const char *s_header(void *ctx, const char *name)
+{
+    return cairn_http_header(ctx, name);
+}
+
+/* An AWS-shaped error: {"__type":CODE,"message":MESSAGE}. */
+static void s_respond_aws_error(cairn_http_response_t *response, int status, const char *code,
+                                const char *message)
+{
+    char escaped[1024];
+    cairn_json_escape(escaped, sizeof escaped, 0, message);
+    cairn_http_respond(response, status, "{\"__type\":\"%s\",\"message\":\"%s\"}", code,
+                       escaped);
+}
+
+/* Checks the request's SigV4 signature when keys are configured. Returns 0
+ * to go on, or -1 after answering 403. */
+static int s_authenticate(intake_t *self, const cairn_http_request_t *request,
+                          cairn_http_response_t *response)
+{
+    if (!self->keys)
+        return 0;
+    /* The raw request target: MHD has decoded request->path in place. */
+    char target[SIGV4_MAX_PATH_BYTES + 1];
+    const char *uri = request->uri ? request->uri : request->path;
+    const char *question = strchr(uri, '?');
+    size_t path_len = question ? (size_t)(question - uri) : strlen(uri);
+    sigv4_error_t error;
+    int rc;
+    if (path_len > SIGV4_MAX_PATH_BYTES) {
+        memset(&error, 0, sizeof error);
+        error.reason = SIGV4_INCOMPLETE;
+        error.code = "IncompleteSignature";
+        snprintf(error.message, sizeof error.message, "request path is over %d bytes",
+                 SIGV4_MAX_PATH_BYTES);
+        rc = -1;
+    } else {
+        memcpy(target, uri, path_len);
+        target[path_len] = '\0';
+        sigv4_request_t signed_request = {request->method, target, question ? question + 1 : "",
+                                          s_header, (void *)request, request->body,
+                                          request->body_len};
+        rc = sigv4_verify(self->keys, &signed_request, INTAKE_SIGNING_SERVICE, NULL,
+                          cairn_time_now_ms(), &error);
+    }
+    if (rc == 0)
+        return 0;
+    switch (error.reason) {
+    case SIGV4_MISSING: atomic_fetch_add(&self->auth_missing, 1); break;
+    case SIGV4_INCOMPLETE: atomic_fetch_add(&self->auth_incomplete, 1); break;
+    case SIGV4_UNKNOWN_KEY: atomic_fetch_add(&self->auth_unknown_key, 1); break;
+    case SIGV4_BAD_SIGNATURE: atomic_fetch_add(&self->auth_bad_signature, 1); break;
+    case SIGV4_EXPIRED: atomic_fetch_add(&self->auth_expired, 1); break;
+    }
+    cairn_log_debug("intake: %s %s refused (403 %s, key \"%s\"): %s", request->method,
+                    request->path, error.code, error.access_key_id, error.message);
+    s_respond_aws_error(response, 403, error.code, error.message);
+    return -1;
+}
+
+/* Accepts no Content-Type, application/json, application/...+json and
+ * text/plain, with no charset or utf-8. Returns 0, or -1 after answering 415. */
+static int s_check_content_type(intake_t *self, const cairn_http_request_t *request,
+                                cairn_http_response_t *response)
+{
+    const char *type = cairn_http_header(request, "Content-Type");
+    if (!type)
+        return 0;
+    while (*type == ' ' || *type == '\t')
+        type++;
+    size_t len = strcspn(type, "; \t");
+    bool is_ok = (len == 16 && strncasecmp(type, "application/json", len) == 0) ||
+                 (len == 10 && strncasecmp(type, "text/plain", len) == 0) ||
+                 (len > 17 && strncasecmp(type, "application/", 12) == 0 &&
+                  strncasecmp(type + len - 5, "+json", 5) == 0);
+    const char *charset = strcasestr(type + len, "charset=");
+    if (is_ok && charset) {
+        charset += 8;
+        if (*charset == '"')
+            charset++;
+        is_ok = strncasecmp(charset, "utf-8", 5) == 0 || strncasecmp(charset, "utf8", 4) == 0;
+    }
+    if (is_ok)
+        return 0;
+    atomic_fetch_add(&self->bad_content_type, 1);
+    char message[256];
+    snprintf(message, sizeof message,
+             "Content-Type \"%.100s\" is not accepted: send JSON as application/json "
+             "(UTF-8)",
+             type);
+    if (strcmp(request->path, "/PutAuditEvents") == 0)
+        s_respond_aws_error(response, 415, "UnsupportedMediaTypeException", message);
+    else
+        cairn_http_respond_error(response, 415, message);
+    return -1;
+}
+
 static void s_handle(void *ctx, const cairn_http_request_t *request,
                      cairn_http_response_t *response)
 {
     intake_t *self = ctx;
     atomic_fetch_add(&self->requests, 1);
-    if (strcmp(request->path, "/v1/events") == 0) {
-        if (strcmp(request->method, "POST") == 0)
-            s_post_events(self, request, response);
-        else
-            cairn_http_respond_error(response, 405, "use POST for /v1/events");
+    bool is_events = strcmp(request->path, "/v1/events") == 0;
+    bool is_audit = strcmp(request->path, "/PutAuditEvents") == 0;
+    if (is_events || is_audit) {
+        if (strcmp(request->method, "POST") != 0) {
+            atomic_fetch_add(&self->bad_method, 1);
+            cairn_http_respond_error(response, 405, is_events ? "use POST for /v1/events"
+                                                              : "use POST for /PutAuditEvents");
+        } else if (s_authenticate(self, request, response) == 0 &&
+                   s_check_content_type(self, request, response) == 0) {
+            if (is_events)
+                s_post_events(self, request, response);
+            else
+                s_put_audit_events(self, request, response);
+        }
     } else if (strcmp(request->path, "/health") == 0)
         cairn_http_respond(response, 200, "{\"status\":\"ok\",\"spool_pending\":%llu}",
                            (unsigned long long)spool_pending_count(self->spool));
     else
-        cairn_http_respond_error(response, 404, "no such endpoint (try POST /v1/events)");
+        cairn_http_respond_error(response, 404,
+                                 "no such endpoint (try POST /v1/events or POST /PutAuditEvents)");
 }
 
 intake_t *intake_new(spool_t *spool, const intake_options_t *options)
@@ -155,11 +313,18 @@ intake_t *intake_new(spool_t *spool, const intake_options_t *options)
     self->account_id = cairn_strdup(options->defaults.account_id ? options->defaults.account_id : "");
     self->defaults.region = self->region;
     self->defaults.account_id = self->account_id;
-    self->is_key_ready = pthread_key_create(&self->parser_key, s_parser_free) == 0;
-    self->http = cairn_http_new("intake", options->listen, options->thread_count,
-                                options->max_body_bytes, s_handle, self);
+    self->keys = options->keys;
+    self->is_key_ready = pthread_key_create(&self->worker_key, s_worker_free) == 0;
+    unsigned timeout_s = options->request_timeout_s ? options->request_timeout_s
+                                                    : INTAKE_DEFAULT_REQUEST_TIMEOUT_S;
+    self->http = cairn_http_new_timed("intake", options->listen, options->thread_count,
+                                      options->max_body_bytes, timeout_s, s_handle, self);
     if (!self->http || !self->is_key_ready)
         intake_destroy(&self);
+    else if (self->keys)
+        cairn_log_info("intake: POST endpoints require SigV4 signatures (%zu access keys, "
+                       "service " INTAKE_SIGNING_SERVICE ")",
+                       sigv4_keys_count(self->keys));
     return self;
 }
 
@@ -170,7 +335,7 @@ void intake_destroy(intake_t **self_p)
         return;
     cairn_http_destroy(&self->http); /* joins the pool threads: their parsers are freed */
     if (self->is_key_ready)
-        pthread_key_delete(self->parser_key);
+        pthread_key_delete(self->worker_key);
     free(self->region);
     free(self->account_id);
     free(self);
@@ -189,4 +354,13 @@ void intake_get_stats(intake_t *self, intake_stats_t *stats)
     stats->events_rejected = atomic_load(&self->events_rejected);
     stats->requests_rejected = atomic_load(&self->requests_rejected);
     stats->spool_full = atomic_load(&self->spool_full);
+    stats->audit_calls = atomic_load(&self->audit_calls);
+    stats->bad_content_type = atomic_load(&self->bad_content_type);
+    stats->bad_method = atomic_load(&self->bad_method);
+    stats->auth_missing = atomic_load(&self->auth_missing);
+    stats->auth_incomplete = atomic_load(&self->auth_incomplete);
+    stats->auth_unknown_key = atomic_load(&self->auth_unknown_key);
+    stats->auth_bad_signature = atomic_load(&self->auth_bad_signature);
+    stats->auth_expired = atomic_load(&self->auth_expired);
+    stats->timeouts = self->http ? cairn_http_timeout_count(self->http) : 0;
 }

@@ -6,10 +6,23 @@
  *                     "record":K} naming the bad record (nothing of the request
  *                     is stored); 413 over max_body; 503 + Retry-After when the
  *                     spool is full.
- *   GET /health       200 {"status":"ok"}.
+ *   POST /PutAuditEvents?channelArn=...[&externalId=...]
+ *                     CloudTrail Lake's PutAuditEvents (see audit_api.h):
+ *                     partial success, {"successful":[...],"failed":[...]}.
+ *   GET /health       200 {"status":"ok"}; never needs a signature.
+ *
+ * Both POST endpoints take Content-Type application/json (or any
+ * application/...+json, or text/plain, or none; a charset, if given, must be
+ * utf-8); another type gets 415. With options.keys set, both need an AWS
+ * SigV4 signature (service "cloudtrail-data", any region) by one of those
+ * keys; a request without a valid one gets 403 with an AWS error body
+ * {"__type":"SignatureDoesNotMatch","message":...} and changes nothing. A
+ * request not received whole within request_timeout_s is dropped (the
+ * connection is closed).
  *
  * Requests are served by libmicrohttpd's thread pool; each pool thread has
- * its own event parser. The spool must outlive the intake. */
+ * its own event parser and PutAuditEvents handler. The spool and the keys
+ * must outlive the intake. */
 #ifndef CAIRN_INTAKE_H
 #define CAIRN_INTAKE_H
 
@@ -17,6 +30,7 @@
 #include <stdint.h>
 
 #include "event.h"
+#include "sigv4.h"
 #include "spool.h"
 
 typedef struct intake intake_t;
@@ -26,14 +40,25 @@ typedef struct {
     size_t max_body_bytes;     /* largest request body accepted */
     unsigned thread_count;     /* HTTP worker threads */
     event_defaults_t defaults; /* awsRegion, recipientAccountId filled in */
+    unsigned request_timeout_s; /* a request must arrive whole within this; 0 means 10 */
+    const sigv4_keys_t *keys;  /* not NULL: POSTs need SigV4 by one of these (borrowed) */
 } intake_options_t;
 
 typedef struct {
     uint64_t requests;         /* requests answered */
     uint64_t events_accepted;  /* events committed to the spool */
     uint64_t events_rejected;  /* records rejected as bad input */
-    uint64_t requests_rejected; /* 400 answers */
+    uint64_t requests_rejected; /* 400/413 answers from /v1/events and PutAuditEvents */
     uint64_t spool_full;       /* 503 answers */
+    uint64_t audit_calls;      /* PutAuditEvents calls answered 200 (events counted above) */
+    uint64_t bad_content_type; /* 415 answers */
+    uint64_t bad_method;       /* 405 answers */
+    uint64_t auth_missing;     /* 403: no signature (MissingAuthenticationToken) */
+    uint64_t auth_incomplete;  /* 403: malformed signature or X-Amz-Date (IncompleteSignature) */
+    uint64_t auth_unknown_key; /* 403: access key not configured */
+    uint64_t auth_bad_signature; /* 403: signature, scope or payload hash wrong */
+    uint64_t auth_expired;     /* 403: X-Amz-Date more than 15 minutes off */
+    uint64_t timeouts;         /* requests dropped: not received within request_timeout_s */
 } intake_stats_t;
 
 /* Starts listening. Returns NULL after logging why (address in use, bad

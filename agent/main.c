@@ -5,6 +5,7 @@
 #include "config.h"
 #include "intake.h"
 #include "shipper.h"
+#include "sigv4.h"
 #include "spool.h"
 
 #include <czmq.h>
@@ -19,6 +20,7 @@ typedef struct {
     bool is_durable;
     intake_options_t intake;
     shipper_options_t shipper;
+    sigv4_keys_t *keys; /* [auth] senders' keys; NULL when sigv4 = off */
 } s_settings_t;
 
 static void s_usage(FILE *out)
@@ -38,6 +40,8 @@ static void s_usage(FILE *out)
             "\n"
             "HTTP endpoints (address from [http] listen):\n"
             "  POST /v1/events     one record, a JSON array of records, or {\"Records\":[...]}\n"
+            "  POST /PutAuditEvents?channelArn=ARN  CloudTrail Lake's PutAuditEvents\n"
+            "                      (aws cloudtrail-data put-audit-events --endpoint-url ...)\n"
             "  GET  /health        200 when the agent can accept events\n"
             "\n"
             "Signals: SIGTERM/SIGINT stop cleanly; spooled events are kept.\n");
@@ -61,6 +65,17 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
     s->intake.max_body_bytes =
         (size_t)config_size(cfg, "http", "max_body", 16 << 20, 1024, (int64_t)1 << 30);
     s->intake.thread_count = (unsigned)config_int(cfg, "http", "threads", 4, 1, 256);
+    s->intake.request_timeout_s =
+        (unsigned)(config_duration_ms(cfg, "http", "request_timeout", 10000, 1000, 3600000) / 1000);
+    if (config_bool(cfg, "auth", "sigv4", false)) {
+        const char *path = config_str_required(cfg, "auth", "credentials_file");
+        char err[512];
+        s->keys = sigv4_keys_new();
+        if (path && sigv4_keys_load(s->keys, path, err, sizeof err) < 0)
+            config_error(cfg, "auth", "credentials_file", "%s", err);
+        s->intake.keys = s->keys;
+    } else
+        config_str(cfg, "auth", "credentials_file", NULL); /* allowed, unused when off */
     s->intake.defaults.region = region;
     s->intake.defaults.account_id = account;
     s->spool_map_bytes =
@@ -77,6 +92,16 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
     s->shipper.window_batches = (size_t)config_int(cfg, "aggregator", "window", 8, 1, 1024);
     s->shipper.ack_timeout_ms =
         config_duration_ms(cfg, "aggregator", "ack_timeout", 5000, 100, 600000);
+    s->shipper.heartbeat_ms = config_duration_ms(cfg, "aggregator", "heartbeat", 1000, 100, 60000);
+    s->shipper.silence_ms =
+        config_duration_ms(cfg, "aggregator", "silence_timeout", 5000, 500, 600000);
+    if (s->shipper.silence_ms <= s->shipper.heartbeat_ms)
+        config_error(cfg, "aggregator", "silence_timeout", "must be longer than heartbeat");
+    if (config_bool(cfg, "security", "curve", true)) {
+        s->shipper.secret_key_file = config_str_required(cfg, "security", "secret_key_file");
+        s->shipper.aggregator_public_key_file =
+            config_str_required(cfg, "security", "aggregator_public_key_file");
+    }
     config_check_unknown(cfg);
 }
 
@@ -114,11 +139,13 @@ int main(int argc, char **argv)
     if (config_log_errors(cfg) > 0) {
         cairn_log_error("config %s: %zu error(s); not starting", config_path,
                         config_error_count(cfg));
+        sigv4_keys_destroy(&settings.keys);
         config_destroy(&cfg);
         return 1;
     }
     if (is_check_only) {
         printf("%s: configuration is valid\n", config_path);
+        sigv4_keys_destroy(&settings.keys);
         config_destroy(&cfg);
         return 0;
     }
@@ -130,6 +157,10 @@ int main(int argc, char **argv)
     spool_t *spool = spool_new(settings.data_dir, settings.spool_map_bytes, settings.is_durable);
     intake_t *intake = spool ? intake_new(spool, &settings.intake) : NULL;
     shipper_t *shipper = intake ? shipper_new(spool, loop, &settings.shipper) : NULL;
+    if (shipper && !settings.shipper.secret_key_file)
+        cairn_log_warning("agent %s: [security] curve = off: events travel to the aggregator in "
+                          "PLAIN TEXT and unauthenticated",
+                          settings.shipper.agent_id);
     if (shipper) {
         cairn_log_notice("agent %s (%s): ready; intake on %s, shipping to %s",
                          settings.shipper.agent_id, settings.shipper.region,
@@ -142,6 +173,7 @@ int main(int argc, char **argv)
     }
     shipper_destroy(&shipper);
     intake_destroy(&intake);
+    sigv4_keys_destroy(&settings.keys);
     spool_destroy(&spool);
     zloop_destroy(&loop);
     config_destroy(&cfg);

@@ -1,6 +1,13 @@
 /* shipper.h: sends spooled events to the aggregator as protobuf Batches over
  * a ZeroMQ DEALER and deletes them from the spool when acknowledged.
  *
+ * Protocol (proto/cairn.proto, AgentMessage/AggregatorMessage): on every
+ * (re)connection the shipper sends a Hello and waits for a Welcome (which
+ * says what of this spool is already stored) or a Refusal; then Batches go
+ * out and Acks come back; Heartbeats flow when there is nothing else, so a
+ * silent aggregator is noticed and the shipper reconnects with backoff while
+ * the intake keeps spooling.
+ *
  * At-least-once: a batch stays in the spool until its Ack arrives; after
  * ack_timeout without one, or an Ack asking to retry, the shipper reconnects
  * and resends from the oldest unacknowledged batch (go-back-N). The
@@ -27,6 +34,12 @@ typedef struct {
     int64_t linger_ms;        /* how often pending events are packed and sent */
     size_t window_batches;    /* unacknowledged batches in flight, at most */
     int64_t ack_timeout_ms;   /* resend after this long without an ack */
+    int64_t heartbeat_ms;     /* send a heartbeat after this long without sending */
+    int64_t silence_ms;       /* reconnect after this long without hearing the aggregator */
+    /* CURVE: both set, or both NULL for plain text (allowed only when the
+     * config says so explicitly). */
+    const char *secret_key_file;            /* this agent's keypair (keygen's PATH_secret) */
+    const char *aggregator_public_key_file; /* the aggregator's public key (keygen's PATH) */
 } shipper_options_t;
 
 typedef struct {
@@ -36,7 +49,10 @@ typedef struct {
     uint64_t events_acked;
     uint64_t resends;         /* go-back-N restarts */
     uint64_t acked_seq;       /* highest spool seq acknowledged */
-    int is_connected;         /* an ack arrived since the last (re)connect */
+    uint64_t reconnects;      /* connections made anew */
+    uint64_t refusals;        /* Refusals received */
+    int is_connected;         /* welcomed on the current connection */
+    int64_t last_heard_ms;    /* monotonic time of the last message from the aggregator */
 } shipper_stats_t;
 
 /* Connects and registers the shipper's socket and timer with loop. The spool

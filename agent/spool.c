@@ -11,6 +11,7 @@
 #include "cairn_log.h"
 #include "cairn_fs.h"
 #include "cairn_mem.h"
+#include "event.h"
 
 #include <errno.h>
 #include <lmdb.h>
@@ -26,6 +27,7 @@ struct spool {
     MDB_dbi events;
     MDB_dbi meta;
     char *dir;
+    char id[37];               /* spool id, UUID text */
     atomic_uint_fast64_t next_seq;  /* seq of the next append */
     atomic_uint_fast64_t acked_seq; /* highest acked seq */
 };
@@ -74,6 +76,18 @@ static int s_restore(spool_t *self)
             acked = s_seq(&v);
         else if (r != 0 && r != MDB_NOTFOUND)
             rc = r;
+    }
+    if (rc == 0) {
+        MDB_val k = {2, "id"}, v;
+        int r = mdb_get(txn, self->meta, &k, &v);
+        if (r == 0 && v.mv_size == 36)
+            memcpy(self->id, v.mv_data, 36);
+        else if (r == MDB_NOTFOUND) {
+            event_uuid_v4(self->id);
+            v = (MDB_val){36, self->id};
+            rc = mdb_put(txn, self->meta, &k, &v, 0);
+        } else
+            rc = r ? r : MDB_CORRUPTED;
     }
     if (rc == 0)
         rc = mdb_txn_commit(txn);
@@ -141,7 +155,7 @@ spool_t *spool_new(const char *dir, int64_t map_bytes, bool is_durable)
     } else if (s_restore(self) != 0)
         spool_destroy(&self);
     else
-        cairn_log_info("spool %s: opened, %llu events pending, next seq %llu", dir,
+        cairn_log_info("spool %s: opened (id %s), %llu events pending, next seq %llu", dir, self->id,
                        (unsigned long long)spool_pending_count(self),
                        (unsigned long long)spool_next_seq(self));
     return self;
@@ -287,6 +301,11 @@ int spool_ack_through(spool_t *self, uint64_t through_seq)
     }
     atomic_store(&self->acked_seq, through_seq);
     return 0;
+}
+
+const char *spool_id(const spool_t *self)
+{
+    return self->id;
 }
 
 uint64_t spool_next_seq(spool_t *self)

@@ -3,6 +3,7 @@
  * An LMDB environment in the agent's data dir:
  *   events   spool seq (u64 big-endian) -> packed Event; MDB_APPEND order
  *   meta     "acked" -> highest seq the aggregator acknowledged (u64)
+ *            "id"    -> random id given to the spool when it was created
  *
  * Sequence numbers start at 1 and never repeat, even after every event was
  * acknowledged and deleted and the agent restarted.
@@ -51,6 +52,11 @@ uint64_t spool_next_seq(spool_t *self);
 
 /* Highest acknowledged seq (0 if none). */
 uint64_t spool_acked_seq(spool_t *self);
+
+/* The spool's id (a UUID made when the spool was created; borrowed). The
+ * aggregator keeps progress per spool id, so a spool made anew is never
+ * taken for the old one. */
+const char *spool_id(const spool_t *self);
 
 /* Events appended and not yet acknowledged. */
 uint64_t spool_pending_count(spool_t *self);

@@ -98,10 +98,14 @@ static void survives_reopen_without_reusing_seqs(void **state)
     const char *items[] = {"x", "y"};
     assert_int_equal(s_append_strings(spool, items, 2, NULL), 0);
     assert_int_equal(spool_ack_through(spool, 2), 0);
+    char id[37];
+    snprintf(id, sizeof id, "%s", spool_id(spool));
+    assert_int_equal(strlen(id), 36);
     spool_destroy(&spool);
 
     spool = spool_new(*state, 1 << 20, true);
     assert_non_null(spool);
+    assert_string_equal(spool_id(spool), id); /* the id survives a reopen */
     assert_int_equal(spool_pending_count(spool), 0);
     assert_int_equal(spool_acked_seq(spool), 2);
     uint64_t first = 0;

@@ -1,6 +1,8 @@
-/* bucket.c: a bucket that is a local directory.
+/* bucket.c: a bucket that is a local directory, or an S3 bucket.
  *
- * DESIGN: a key is a relative path under the directory. A put writes a
+ * DESIGN: bucket_new picks the kind by the URL's scheme; "s3://" goes to
+ * bucket_s3.c and every call is handed on to it. The rest of this file is
+ * the directory. A key is a relative path under the directory. A put writes a
  * temporary file beside the final one ("<final>.tmp-<pid>-<counter>"),
  * fsyncs it, renames it over the final name and fsyncs the directory, so a
  * reader sees the old object or the whole new one, never a part, and a crash
@@ -9,6 +11,7 @@
  *
  * THREADS: one thread at a time (the delivery actor). */
 #include "bucket.h"
+#include "bucket_s3.h"
 
 #include "cairn_mem.h"
 
@@ -22,6 +25,7 @@
 #include <unistd.h>
 
 struct bucket {
+    bucket_s3_t *s3;       /* set for an S3 bucket; then nothing below is used */
     char *root;            /* absolute directory, without a trailing '/' */
     unsigned long counter; /* makes temporary names unique within the process */
 };
@@ -67,8 +71,16 @@ static int s_mkdir_p(char *dir)
     }
 }
 
-bucket_t *bucket_new(const char *url, char *err, size_t errlen)
+bucket_t *bucket_new(const char *url, const bucket_options_t *options, char *err, size_t errlen)
 {
+    if (strncmp(url, "s3://", 5) == 0) {
+        bucket_s3_t *s3 = bucket_s3_new(url, options, err, errlen);
+        if (!s3)
+            return NULL;
+        bucket_t *self = cairn_calloc(1, sizeof *self);
+        self->s3 = s3;
+        return self;
+    }
     const char *path = NULL;
     if (strncmp(url, "dir://", 6) == 0)
         path = url + 6;
@@ -78,8 +90,8 @@ bucket_t *bucket_new(const char *url, char *err, size_t errlen)
         path = url;
     if (!path || path[0] != '/') {
         snprintf(err, errlen,
-                 "unsupported bucket URL \"%s\": expected /abs/path, dir:///abs/path or "
-                 "file:///abs/path (this build supports local directories)",
+                 "unsupported bucket URL \"%s\": expected s3://bucket[/prefix] or a local "
+                 "directory: /abs/path, dir:///abs/path or file:///abs/path",
                  url);
         return NULL;
     }
@@ -102,6 +114,7 @@ void bucket_destroy(bucket_t **self_p)
     bucket_t *self = *self_p;
     if (!self)
         return;
+    bucket_s3_destroy(&self->s3);
     free(self->root);
     free(self);
     *self_p = NULL;
@@ -139,7 +152,9 @@ static int s_write_all(int fd, const uint8_t *data, size_t len)
 int bucket_put(bucket_t *self, const char *key, const void *data, size_t len,
                const char *content_type, char *err, size_t errlen)
 {
-    (void)content_type; /* files have no content type; S3 will send it */
+    if (self->s3)
+        return bucket_s3_put(self->s3, key, data, len, content_type, err, errlen);
+    (void)content_type; /* files have no content type */
     if (!s_key_is_valid(key)) {
         snprintf(err, errlen, "invalid key \"%s\"", key);
         return -1;
@@ -199,5 +214,15 @@ out:
 
 const char *bucket_describe(const bucket_t *self)
 {
-    return self->root;
+    return self->s3 ? bucket_s3_describe(self->s3) : self->root;
+}
+
+int bucket_locate(const bucket_t *self, const char *key, char *out, size_t size)
+{
+    if (self->s3)
+        return bucket_s3_locate(self->s3, key, out, size);
+    if (!key[0])
+        return -1;
+    int n = snprintf(out, size, "%s/%s", self->root, key);
+    return n >= 0 && (size_t)n < size ? 0 : -1;
 }

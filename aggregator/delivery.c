@@ -125,6 +125,7 @@ typedef struct {
 
     /* Failures. */
     char error[1024];       /* why the last attempt failed */
+    char logged_error[1024];  /* the failure last logged as a warning */
     uint32_t failure_count; /* failed attempts at the current window */
     int64_t backoff_ms;     /* before the next attempt, before jitter */
     uint64_t random_state;  /* xorshift64 state for the jitter */
@@ -483,14 +484,24 @@ static int s_on_first(void *ctx, uint64_t seq, int64_t ingest_time_ms, const uin
 }
 
 /* Logs a failed attempt and returns the backoff delay, with +-20 % jitter so
- * that several aggregators that failed together do not retry together. */
+ * that several aggregators that failed together do not retry together. A
+ * failure is logged as a warning once; the same failure again (a bucket
+ * that stays down, a wrong key) only at debug level, until it changes or
+ * the window is delivered. */
 static int64_t s_backoff(s_self_t *self, const char *what)
 {
     self->failure_count++;
     int64_t jitter = (int64_t)(s_random(self) % 401) - 200; /* per mille */
     int64_t delay_ms = self->backoff_ms + self->backoff_ms * jitter / 1000;
-    cairn_log_warning("delivery: %s%s; retrying in %.1f s (attempt %u)", what, self->error,
-                      (double)delay_ms / 1000, self->failure_count + 1);
+    if (strcmp(self->error, self->logged_error) != 0) {
+        cairn_log_warning("delivery: %s%s; retrying in %.1f s (attempt %u; the same failure "
+                          "again is logged at debug level)",
+                          what, self->error, (double)delay_ms / 1000, self->failure_count + 1);
+        memcpy(self->logged_error, self->error, sizeof self->logged_error);
+    } else {
+        cairn_log_debug("delivery: %s%s; retrying in %.1f s (attempt %u)", what, self->error,
+                        (double)delay_ms / 1000, self->failure_count + 1);
+    }
     self->backoff_ms *= 2;
     if (self->backoff_ms > DELIVERY_BACKOFF_MAX_MS)
         self->backoff_ms = DELIVERY_BACKOFF_MAX_MS;
@@ -535,6 +546,7 @@ static int64_t s_deliver_next(s_self_t *self)
         cairn_log_notice("delivery: window %s delivered after %u failed attempts", when,
                          self->failure_count);
     self->failure_count = 0;
+    self->logged_error[0] = '\0';
     self->backoff_ms = DELIVERY_BACKOFF_FIRST_MS;
     pthread_mutex_lock(&self->owner->mutex);
     self->owner->stats.windows_delivered++;

@@ -165,7 +165,7 @@ static void s_put_events(fixture_t *fx, ledger_t *ledger, size_t count, int64_t 
 static delivery_t *s_start(fixture_t *fx, size_t part_max_bytes)
 {
     char err[256] = "";
-    bucket_t *bucket = bucket_new(fx->bucket_path, err, sizeof err);
+    bucket_t *bucket = bucket_new(fx->bucket_path, NULL, err, sizeof err);
     assert_non_null(bucket);
     delivery_options_t options = {.aggregator_id = "agg-test",
                                   .interval_ms = 1000,
@@ -506,18 +506,18 @@ static void bucket_puts_whole_files(void **state)
     char err[512];
     char url[128], path[160], text[64];
     err[0] = '\0';
-    assert_null(bucket_new("s3://bucket/prefix", err, sizeof err));
+    assert_null(bucket_new("ftp://bucket/prefix", NULL, err, sizeof err));
     assert_non_null(strstr(err, "unsupported bucket URL"));
-    assert_non_null(strstr(err, "local directories"));
-    assert_null(bucket_new("relative/dir", err, sizeof err));
+    assert_non_null(strstr(err, "local directory"));
+    assert_null(bucket_new("relative/dir", NULL, err, sizeof err));
 
     snprintf(url, sizeof url, "file://%s/", fx->bucket_path);
-    bucket_t *bucket = bucket_new(url, err, sizeof err);
+    bucket_t *bucket = bucket_new(url, NULL, err, sizeof err);
     assert_non_null(bucket);
     assert_string_equal(bucket_describe(bucket), fx->bucket_path);
     bucket_destroy(&bucket);
     snprintf(url, sizeof url, "dir://%s", fx->bucket_path);
-    bucket = bucket_new(url, err, sizeof err);
+    bucket = bucket_new(url, NULL, err, sizeof err);
     assert_non_null(bucket);
 
     assert_int_equal(bucket_put(bucket, "a/b/c.txt", "first", 5, "text/plain", err, sizeof err), 0);

@@ -22,6 +22,7 @@ typedef struct {
     int64_t store_map_bytes;
     bool is_durable;
     const char *bucket_url;
+    bucket_options_t bucket;
     receiver_options_t receiver;
     delivery_options_t delivery;
 } s_settings_t;
@@ -76,12 +77,32 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
         config_size(cfg, "store", "map_size", (int64_t)16 << 30, 1 << 20, (int64_t)1 << 46);
     s->is_durable = config_bool(cfg, "store", "durable", true);
     s->bucket_url = config_str_required(cfg, "delivery", "bucket");
+    /* S3 settings; empty ones fall back to the AWS_* variables (bucket.h). */
+    s->bucket.region = config_str(cfg, "delivery", "s3_region", NULL);
+    s->bucket.endpoint = config_str(cfg, "delivery", "s3_endpoint", NULL);
+    s->bucket.access_key_id = config_str(cfg, "delivery", "s3_access_key_id", NULL);
+    s->bucket.secret_access_key = config_str(cfg, "delivery", "s3_secret_access_key", NULL);
+    s->bucket.session_token = config_str(cfg, "delivery", "s3_session_token", NULL);
+    if (config_str(cfg, "delivery", "s3_path_style", NULL))
+        s->bucket.path_style = config_bool(cfg, "delivery", "s3_path_style", false)
+                                   ? BUCKET_PATH_STYLE_ON
+                                   : BUCKET_PATH_STYLE_OFF;
+    s->bucket.is_insecure = !config_bool(cfg, "delivery", "s3_verify_tls", true);
+    s->bucket.connect_timeout_ms =
+        config_duration_ms(cfg, "delivery", "s3_connect_timeout", 10000, 100, 600000);
+    s->bucket.timeout_ms =
+        config_duration_ms(cfg, "delivery", "s3_timeout", 300000, 1000, 24 * 3600 * 1000LL);
     s->delivery.interval_ms = config_duration_ms(cfg, "delivery", "interval", 300000, 1000,
                                                  24 * 3600 * 1000LL);
     s->delivery.part_max_bytes = (size_t)config_size(cfg, "delivery", "part_max_bytes", 64 << 20,
                                                      64 << 10, (int64_t)1 << 32);
     s->delivery.gzip_level = (int)config_int(cfg, "delivery", "gzip_level", 6, 1, 12);
     s->delivery.poll_ms = 100;
+    s->receiver.aggregator_id = s->delivery.aggregator_id;
+    if (config_bool(cfg, "security", "curve", true)) {
+        s->receiver.secret_key_file = config_str_required(cfg, "security", "secret_key_file");
+        s->receiver.allow_dir = config_str_required(cfg, "security", "allow_dir");
+    }
     config_check_unknown(cfg);
 }
 
@@ -152,9 +173,11 @@ int main(int argc, char **argv)
     s_app_t app = {0};
     cairn_http_t *http = NULL;
     zloop_t *loop = zloop_new();
-    bucket_t *bucket = bucket_new(settings.bucket_url, err, sizeof err);
+    bucket_t *bucket = bucket_new(settings.bucket_url, &settings.bucket, err, sizeof err);
     if (!bucket)
         cairn_log_error("bucket %s: %s", settings.bucket_url, err);
+    else
+        cairn_log_info("bucket: %s", bucket_describe(bucket));
     app.store = bucket ? store_new(settings.data_dir, settings.store_map_bytes, settings.is_durable)
                        : NULL;
     app.delivery = app.store ? delivery_new(app.store, &bucket, &settings.delivery) : NULL;

@@ -1,12 +1,19 @@
-/* receiver.c: agents' Batches in, Acks out (see receiver.h).
+/* receiver.c: agents' messages in, answers out (see receiver.h).
  *
  * DESIGN: when the ROUTER is readable, the receiver drains up to group_max
- * messages without blocking, decodes and checks each, stores every valid
- * batch in ONE LMDB transaction (group commit: many agents, one fsync), and
- * only then sends the Acks. A message that is not a valid Batch is answered
- * REJECTED with the reason and counted; it never reaches the store and
- * never affects the other batches of the group. If the commit fails, every
- * batch of the group is answered RETRY: the agents keep them spooled.
+ * messages without blocking. Hellos and Heartbeats are answered at once.
+ * Batches are decoded and checked; every valid batch of the turn is stored
+ * in ONE LMDB transaction (group commit: many agents, one fsync), and only
+ * then are their Acks sent. A message that is not valid is answered (a
+ * REJECTED Ack or a Refusal, with the reason) or, when it is not even an
+ * AgentMessage, counted and dropped; it never reaches the store and never
+ * affects the other messages of the turn. If the commit fails, every batch
+ * of the group is answered RETRY: the agents keep them spooled.
+ *
+ * Identity: with CURVE, zauth admits only keys found in the allow-list
+ * directory, and passes each key file's metadata (agent_id, region) to the
+ * messages of that connection; a Hello or Batch must claim the agent id (and
+ * region, if bound) its key is bound to.
  *
  * A housekeeping timer advances the store's watermark, which is how the
  * delivery actor learns that a window has closed: this thread is the only
@@ -22,9 +29,10 @@
 #include <string.h>
 
 typedef struct {
-    zframe_t *identity;      /* the agent's ROUTER identity */
-    Cairn__Batch *batch;     /* NULL when rejected */
-    char reason[200];        /* why it was rejected */
+    zframe_t *identity;            /* the agent's ROUTER identity */
+    Cairn__AgentMessage *message;  /* owns the batch */
+    Cairn__Batch *batch;           /* NULL when rejected */
+    char reason[200];              /* why it was rejected */
     uint64_t first_seq;
     uint64_t last_seq;
 } s_item_t;
@@ -33,8 +41,11 @@ struct receiver {
     store_t *store;
     zloop_t *loop;
     zsock_t *router;
+    zactor_t *auth;                /* zauth, when CURVE is on */
     int timer_id;
     char *listen;
+    char *aggregator_id;
+    bool is_curve;
     size_t group_max;
     s_item_t *items;               /* one group, reused */
     const Cairn__Batch **batches;  /* the valid ones of the group */
@@ -42,15 +53,21 @@ struct receiver {
     receiver_stats_t stats;
 };
 
-/* Checks what the store relies on. Returns 0 or -1 with reason. */
-static int s_check(const Cairn__Batch *b, char *reason, size_t size)
+/* Logs the first of a kind of bad input and then one in 1000, so a flood
+ * cannot fill the disk with logs; the counters keep the exact numbers. */
+static bool s_should_log(uint64_t count)
+{
+    return count <= 1 || count % 1000 == 0;
+}
+
+int receiver_check_batch(const Cairn__Batch *b, char *reason, size_t size)
 {
     if (b->version != CAIRN__VERSION__VERSION_1) {
         snprintf(reason, size, "unsupported protocol version %d (this aggregator speaks 1)",
                  (int)b->version);
         return -1;
     }
-    if (!b->agent_id || !*b->agent_id || !b->region || !*b->region) {
+    if (!*b->agent_id || !*b->region) {
         snprintf(reason, size, "batch without agent id or region");
         return -1;
     }
@@ -59,13 +76,13 @@ static int s_check(const Cairn__Batch *b, char *reason, size_t size)
                  RECEIVER_MAX_BATCH_EVENTS);
         return -1;
     }
-    if (b->first_seq == 0) {
-        snprintf(reason, size, "batch with first_seq 0");
+    if (b->first_seq == 0 || b->first_seq > UINT64_MAX - b->n_events) {
+        snprintf(reason, size, "batch with first_seq %llu", (unsigned long long)b->first_seq);
         return -1;
     }
     for (size_t i = 0; i < b->n_events; i++) {
         const Cairn__Event *e = b->events[i];
-        if (!e->event_id || !*e->event_id || e->json.len == 0 || !e->json.data) {
+        if (!*e->event_id || e->json.len == 0 || !e->json.data) {
             snprintf(reason, size, "event %zu has no eventID or no record", i);
             return -1;
         }
@@ -75,6 +92,47 @@ static int s_check(const Cairn__Batch *b, char *reason, size_t size)
         }
     }
     return 0;
+}
+
+/* With CURVE, the key's binding must match what the message claims. */
+static int s_check_identity(receiver_t *self, zframe_t *payload, const char *agent_id,
+                            const char *region, char *reason, size_t size)
+{
+    if (!self->is_curve)
+        return 0;
+    const char *bound_id = zframe_meta(payload, "agent_id");
+    const char *bound_region = zframe_meta(payload, "region");
+    const char *key = zframe_meta(payload, "User-Id");
+    if (!bound_id || !*bound_id) {
+        snprintf(reason, size, "key %s is not bound to an agent id (make it with cairn keygen "
+                               "--agent-id)", key ? key : "?");
+        return -1;
+    }
+    if (strcmp(bound_id, agent_id) != 0) {
+        snprintf(reason, size, "key %s is bound to agent %s, not %s", key ? key : "?", bound_id,
+                 agent_id);
+        return -1;
+    }
+    if (bound_region && *bound_region && strcmp(bound_region, region) != 0) {
+        snprintf(reason, size, "key %s is bound to region %s, not %s", key ? key : "?",
+                 bound_region, region);
+        return -1;
+    }
+    return 0;
+}
+
+static void s_send(receiver_t *self, zframe_t *identity, const Cairn__AggregatorMessage *message)
+{
+    uint8_t buf[1024];
+    size_t len = cairn__aggregator_message__get_packed_size(message);
+    if (len > sizeof buf)
+        return;
+    cairn__aggregator_message__pack(message, buf);
+    zmsg_t *msg = zmsg_new();
+    zmsg_addmem(msg, zframe_data(identity), zframe_size(identity));
+    zmsg_addmem(msg, buf, len);
+    if (zmsg_send(&msg, self->router) != 0)
+        zmsg_destroy(&msg); /* agent gone: it resends after its timeout */
 }
 
 static void s_send_ack(receiver_t *self, s_item_t *item, Cairn__Ack__Status status,
@@ -90,61 +148,143 @@ static void s_send_ack(receiver_t *self, s_item_t *item, Cairn__Ack__Status stat
         ack.duplicate_count = result->duplicate_count;
     }
     ack.reason = (char *)(reason ? reason : "");
-    uint8_t buf[512];
-    size_t len = cairn__ack__pack(&ack, buf);
-    zmsg_t *msg = zmsg_new();
-    zmsg_append(msg, &item->identity);
-    zmsg_addmem(msg, buf, len);
-    if (zmsg_send(&msg, self->router) != 0)
-        zmsg_destroy(&msg); /* agent gone: it resends after its timeout */
+    Cairn__AggregatorMessage message = CAIRN__AGGREGATOR_MESSAGE__INIT;
+    message.body_case = CAIRN__AGGREGATOR_MESSAGE__BODY_ACK;
+    message.ack = &ack;
+    s_send(self, item->identity, &message);
+}
+
+static void s_refuse(receiver_t *self, zframe_t *identity, const char *reason)
+{
+    self->stats.refusals++;
+    if (s_should_log(self->stats.refusals))
+        cairn_log_warning("receiver: refused an agent: %s (%llu refusals so far)", reason,
+                          (unsigned long long)self->stats.refusals);
+    Cairn__Refusal refusal = CAIRN__REFUSAL__INIT;
+    refusal.version = CAIRN__VERSION__VERSION_1;
+    refusal.reason = (char *)reason;
+    Cairn__AggregatorMessage message = CAIRN__AGGREGATOR_MESSAGE__INIT;
+    message.body_case = CAIRN__AGGREGATOR_MESSAGE__BODY_REFUSAL;
+    message.refusal = &refusal;
+    s_send(self, identity, &message);
+}
+
+static void s_on_hello(receiver_t *self, zframe_t *identity, zframe_t *payload,
+                       const Cairn__Hello *hello)
+{
+    char reason[300];
+    self->stats.hellos++;
+    if (hello->version != CAIRN__VERSION__VERSION_1) {
+        snprintf(reason, sizeof reason,
+                 "agent %s speaks protocol version %d; this aggregator speaks 1", hello->agent_id,
+                 (int)hello->version);
+        s_refuse(self, identity, reason);
+        return;
+    }
+    if (!*hello->agent_id || !*hello->region) {
+        s_refuse(self, identity, "hello without agent id or region");
+        return;
+    }
+    if (s_check_identity(self, payload, hello->agent_id, hello->region, reason, sizeof reason)) {
+        s_refuse(self, identity, reason);
+        return;
+    }
+    Cairn__Welcome welcome = CAIRN__WELCOME__INIT;
+    welcome.version = CAIRN__VERSION__VERSION_1;
+    welcome.aggregator_id = self->aggregator_id;
+    welcome.last_seq = store_agent_last_seq(self->store, hello->agent_id, hello->spool_id);
+    Cairn__AggregatorMessage message = CAIRN__AGGREGATOR_MESSAGE__INIT;
+    message.body_case = CAIRN__AGGREGATOR_MESSAGE__BODY_WELCOME;
+    message.welcome = &welcome;
+    s_send(self, identity, &message);
+    cairn_log_info("receiver: agent %s (%s, %s) connected; its spool %s is stored through seq %llu",
+                   hello->agent_id, hello->region, hello->software, hello->spool_id,
+                   (unsigned long long)welcome.last_seq);
+}
+
+static void s_on_heartbeat(receiver_t *self, zframe_t *identity)
+{
+    self->stats.heartbeats++;
+    Cairn__Heartbeat heartbeat = CAIRN__HEARTBEAT__INIT;
+    heartbeat.sent_ms = cairn_time_now_ms();
+    Cairn__AggregatorMessage message = CAIRN__AGGREGATOR_MESSAGE__INIT;
+    message.body_case = CAIRN__AGGREGATOR_MESSAGE__BODY_HEARTBEAT;
+    message.heartbeat = &heartbeat;
+    s_send(self, identity, &message);
+}
+
+/* Takes one message off the ROUTER. Returns 1 if it left a batch item in
+ * *item (valid or rejected), 0 if it was fully handled here. */
+static int s_take(receiver_t *self, zmsg_t *msg, s_item_t *item)
+{
+    memset(item, 0, sizeof *item);
+    zframe_t *identity = zmsg_pop(msg);
+    zframe_t *payload = zmsg_pop(msg);
+    Cairn__AgentMessage *message =
+        payload && zmsg_size(msg) == 0
+            ? cairn__agent_message__unpack(NULL, zframe_size(payload), zframe_data(payload))
+            : NULL;
+    int has_item = 0;
+    if (!message) {
+        self->stats.messages_garbage++;
+        if (s_should_log(self->stats.messages_garbage))
+            cairn_log_warning("receiver: dropped a message that is not a cairn AgentMessage "
+                              "(%zu bytes; %llu such so far)",
+                              payload ? zframe_size(payload) : 0,
+                              (unsigned long long)self->stats.messages_garbage);
+    } else if (message->body_case == CAIRN__AGENT_MESSAGE__BODY_HELLO)
+        s_on_hello(self, identity, payload, message->hello);
+    else if (message->body_case == CAIRN__AGENT_MESSAGE__BODY_HEARTBEAT)
+        s_on_heartbeat(self, identity);
+    else if (message->body_case == CAIRN__AGENT_MESSAGE__BODY_BATCH) {
+        Cairn__Batch *batch = message->batch;
+        self->stats.batches_received++;
+        item->identity = identity;
+        identity = NULL;
+        item->message = message;
+        message = NULL;
+        item->first_seq = batch->first_seq;
+        item->last_seq = batch->first_seq + (batch->n_events ? batch->n_events - 1 : 0);
+        if (receiver_check_batch(batch, item->reason, sizeof item->reason) == 0 &&
+            s_check_identity(self, payload, batch->agent_id, batch->region, item->reason,
+                             sizeof item->reason) == 0)
+            item->batch = batch;
+        else {
+            self->stats.batches_rejected++;
+            if (s_should_log(self->stats.batches_rejected))
+                cairn_log_warning("receiver: rejected batch %llu-%llu from %s: %s",
+                                  (unsigned long long)item->first_seq,
+                                  (unsigned long long)item->last_seq, batch->agent_id,
+                                  item->reason);
+        }
+        has_item = 1;
+    } else
+        self->stats.messages_garbage++; /* a body this version does not know */
+    if (message)
+        cairn__agent_message__free_unpacked(message, NULL);
+    zframe_destroy(&identity);
+    zframe_destroy(&payload);
+    return has_item;
 }
 
 static int s_on_readable(zloop_t *loop, zsock_t *reader, void *arg)
 {
     receiver_t *self = arg;
     size_t n = 0, valid = 0;
-    for (size_t tries = 0; n < self->group_max; tries++) {
+    for (size_t tries = 0; n < self->group_max && tries < self->group_max * 4; tries++) {
         /* The loop said readable; after the first, take only what is queued. */
         if (tries > 0 && !(zsock_events(self->router) & ZMQ_POLLIN))
             break;
         zmsg_t *msg = zmsg_recv(self->router);
         if (!msg)
             break;
-        self->stats.batches_received++;
-        if (zmsg_size(msg) < 2) { /* no identity to answer: only count it */
-            self->stats.batches_rejected++;
-            zmsg_destroy(&msg);
-            continue;
+        self->stats.messages_received++;
+        if (zmsg_size(msg) >= 2 && s_take(self, msg, &self->items[n])) {
+            if (self->items[n].batch)
+                self->batches[valid++] = self->items[n].batch;
+            n++;
         }
-        s_item_t *item = &self->items[n++];
-        memset(item, 0, sizeof *item);
-        item->identity = zmsg_pop(msg);
-        zframe_t *payload = zmsg_pop(msg);
-        if (!payload || zmsg_size(msg) != 0)
-            snprintf(item->reason, sizeof item->reason, "expected one frame per batch");
-        else {
-            item->batch = cairn__batch__unpack(NULL, zframe_size(payload), zframe_data(payload));
-            if (!item->batch)
-                snprintf(item->reason, sizeof item->reason,
-                         "undecodable batch (%zu bytes, not a protobuf Batch)",
-                         zframe_size(payload));
-            else {
-                item->first_seq = item->batch->first_seq;
-                item->last_seq = item->batch->first_seq + item->batch->n_events - 1;
-                if (s_check(item->batch, item->reason, sizeof item->reason) != 0) {
-                    cairn__batch__free_unpacked(item->batch, NULL);
-                    item->batch = NULL;
-                }
-            }
-        }
-        zframe_destroy(&payload);
         zmsg_destroy(&msg);
-        if (item->batch)
-            self->batches[valid++] = item->batch;
-        else {
-            self->stats.batches_rejected++;
-            cairn_log_warning("receiver: rejected a message: %s", item->reason);
-        }
     }
     int rc = valid ? store_put_batches(self->store, self->batches, valid, cairn_time_now_ms(),
                                        self->results)
@@ -167,8 +307,7 @@ static int s_on_readable(zloop_t *loop, zsock_t *reader, void *arg)
             s_send_ack(self, item, CAIRN__ACK__STATUS__RETRY, NULL,
                        rc == STORE_FULL ? "store full" : "store write failed");
         }
-        if (item->batch)
-            cairn__batch__free_unpacked(item->batch, NULL);
+        cairn__agent_message__free_unpacked(item->message, NULL);
         zframe_destroy(&item->identity);
     }
     if (rc == STORE_FULL)
@@ -184,6 +323,35 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
+/* Starts zauth on allow_dir and makes the ROUTER a CURVE server. */
+static int s_setup_curve(receiver_t *self, const receiver_options_t *options)
+{
+    zcert_t *cert = zcert_load(options->secret_key_file);
+    if (!cert) {
+        cairn_log_error("receiver: cannot load the aggregator's key %s (make it with cairn "
+                        "keygen)",
+                        options->secret_key_file);
+        return -1;
+    }
+    if (!zsys_file_exists(options->allow_dir)) {
+        cairn_log_error("receiver: allow-list directory %s does not exist", options->allow_dir);
+        zcert_destroy(&cert);
+        return -1;
+    }
+    self->auth = zactor_new(zauth, NULL);
+    /* zauth logs each handshake, naming the key it admitted or refused. */
+    zstr_sendx(self->auth, "VERBOSE", NULL);
+    zsock_wait(self->auth);
+    zstr_sendx(self->auth, "CURVE", options->allow_dir, NULL);
+    zsock_wait(self->auth);
+    zcert_apply(cert, self->router);
+    zsock_set_curve_server(self->router, 1);
+    zsock_set_zap_domain(self->router, "cairn");
+    zcert_destroy(&cert);
+    self->is_curve = true;
+    return 0;
+}
+
 receiver_t *receiver_new(store_t *store, zloop_t *loop, const receiver_options_t *options)
 {
     receiver_t *self = cairn_calloc(1, sizeof *self);
@@ -191,25 +359,39 @@ receiver_t *receiver_new(store_t *store, zloop_t *loop, const receiver_options_t
     self->loop = loop;
     self->timer_id = -1;
     self->listen = cairn_strdup(options->listen);
+    self->aggregator_id =
+        cairn_strdup(options->aggregator_id ? options->aggregator_id : "aggregator");
     self->group_max = options->group_max ? options->group_max : 64;
     self->items = cairn_calloc(self->group_max, sizeof *self->items);
     self->batches = cairn_calloc(self->group_max, sizeof *self->batches);
     self->results = cairn_calloc(self->group_max, sizeof *self->results);
     self->router = zsock_new(ZMQ_ROUTER);
-    if (self->router) {
+    int rc = self->router ? 0 : -1;
+    if (rc == 0) {
         zsock_set_maxmsgsize(self->router, RECEIVER_MAX_MESSAGE_BYTES);
         zsock_set_linger(self->router, 1000);
         zsock_set_router_mandatory(self->router, 0);
+        if (options->secret_key_file)
+            rc = s_setup_curve(self, options);
     }
-    if (!self->router || zsock_bind(self->router, "%s", self->listen) < 0) {
+    if (rc == 0 && zsock_bind(self->router, "%s", self->listen) < 0) {
         cairn_log_error("receiver: cannot bind %s: %s", self->listen, zmq_strerror(zmq_errno()));
+        rc = -1;
+    }
+    if (rc != 0) {
         receiver_destroy(&self);
         return NULL;
     }
     zloop_reader(loop, self->router, s_on_readable, self);
     self->timer_id = zloop_timer(loop, 100, 0, s_on_tick, self);
     store_advance_watermark(store, cairn_time_now_ms());
-    cairn_log_info("receiver: listening on %s", self->listen);
+    if (self->is_curve)
+        cairn_log_info("receiver: listening on %s (CURVE; agents allowed by %s)", self->listen,
+                       options->allow_dir);
+    else
+        cairn_log_warning("receiver: listening on %s in PLAIN TEXT: anyone who can reach it can "
+                          "send events, and the network can read them",
+                          self->listen);
     return self;
 }
 
@@ -224,10 +406,12 @@ void receiver_destroy(receiver_t **self_p)
         zloop_reader_end(self->loop, self->router);
         zsock_destroy(&self->router);
     }
+    zactor_destroy(&self->auth); /* after the sockets it authenticates */
     free(self->items);
     free(self->batches);
     free(self->results);
     free(self->listen);
+    free(self->aggregator_id);
     free(self);
     *self_p = NULL;
 }

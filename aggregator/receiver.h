@@ -1,5 +1,6 @@
-/* receiver.h: the aggregator's ZeroMQ ROUTER that takes agents' Batches,
- * stores them (group commit) and acknowledges each after its commit.
+/* receiver.h: the aggregator's ZeroMQ ROUTER that takes agents' Hellos,
+ * Heartbeats and Batches, stores batches (group commit) and acknowledges
+ * each after its commit.
  *
  * Runs in the caller's zloop (the aggregator's main thread), which is the
  * store's only writer of events. */
@@ -18,11 +19,23 @@
 typedef struct receiver receiver_t;
 
 typedef struct {
-    const char *listen;     /* "tcp://host:port" */
-    size_t group_max;       /* batches stored in one transaction, at most */
+    const char *listen;        /* "tcp://host:port" */
+    const char *aggregator_id; /* told to agents in the Welcome */
+    size_t group_max;          /* batches stored in one transaction, at most */
+    /* CURVE: both set, or both NULL for plain text (only when the config says
+     * so explicitly). allow_dir holds the public key files of the agents
+     * allowed to send (`cairn keygen --agent-id ID`); each binds its key to
+     * an agent id, and a message claiming another id is refused. */
+    const char *secret_key_file;
+    const char *allow_dir;
 } receiver_options_t;
 
 typedef struct {
+    uint64_t messages_received;
+    uint64_t messages_garbage;  /* not a protobuf AgentMessage */
+    uint64_t hellos;
+    uint64_t refusals;          /* Hellos or Batches refused (version, identity) */
+    uint64_t heartbeats;
     uint64_t batches_received;
     uint64_t batches_rejected;  /* undecodable or invalid: answered REJECTED */
     uint64_t batches_deferred;  /* store full or failing: answered RETRY */
@@ -39,5 +52,10 @@ receiver_t *receiver_new(store_t *store, zloop_t *loop, const receiver_options_t
 void receiver_destroy(receiver_t **self_p);
 
 void receiver_get_stats(receiver_t *self, receiver_stats_t *stats);
+
+/* Checks a decoded batch for what the store relies on: version, agent id and
+ * region, 1..RECEIVER_MAX_BATCH_EVENTS events, each with an eventID and a
+ * record within their size limits. Returns 0, or -1 with the reason. */
+int receiver_check_batch(const Cairn__Batch *batch, char *reason, size_t size);
 
 #endif

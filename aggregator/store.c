@@ -34,6 +34,7 @@
 #include <lmdb.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #define STORE_MAX_DBS    8
@@ -268,6 +269,15 @@ static int s_put_event(store_t *self, MDB_txn *txn, const Cairn__Batch *batch, s
     return rc;
 }
 
+/* Progress is kept per agent AND spool: "agent-id/spool-id". A spool made
+ * anew (wiped data dir) numbers from 1 again and must not look like a resend
+ * of what the old spool sent. Returns the key length (capped to size). */
+static size_t s_agent_key(const char *agent_id, const char *spool_id, char *out, size_t size)
+{
+    int n = snprintf(out, size, "%s/%s", agent_id, spool_id ? spool_id : "");
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
 /* Stores one batch inside the caller's transaction. Returns an LMDB code, or
  * EINVAL (logged) for an event without eventID. */
 static int s_put_batch(store_t *self, MDB_txn *txn, const Cairn__Batch *batch, int64_t ingest_ms,
@@ -279,8 +289,11 @@ static int s_put_batch(store_t *self, MDB_txn *txn, const Cairn__Batch *batch, i
     uint64_t progress = 0;
     bool has_progress = false;
     uint8_t seq_be[8];
-    MDB_val agent = {.mv_size = has_agent ? strlen(batch->agent_id) : 0,
-                     .mv_data = batch->agent_id};
+    char agent_key[1024];
+    MDB_val agent = {.mv_size = has_agent ? s_agent_key(batch->agent_id, batch->spool_id,
+                                                        agent_key, sizeof agent_key)
+                                          : 0,
+                     .mv_data = agent_key};
     MDB_val val;
     int rc = 0;
     if (agent.mv_size > self->key_max_bytes) {
@@ -365,13 +378,15 @@ int store_put_batches(store_t *self, const Cairn__Batch *const *batches, size_t 
     return -1;
 }
 
-uint64_t store_agent_last_seq(store_t *self, const char *agent_id)
+uint64_t store_agent_last_seq(store_t *self, const char *agent_id, const char *spool_id)
 {
     MDB_txn *txn = NULL;
-    MDB_val key = {.mv_size = strlen(agent_id), .mv_data = (void *)agent_id};
+    char agent_key[1024];
+    MDB_val key = {.mv_size = s_agent_key(agent_id, spool_id, agent_key, sizeof agent_key),
+                   .mv_data = agent_key};
     MDB_val val;
     uint64_t last_seq = 0;
-    if (key.mv_size == 0)
+    if (!*agent_id || key.mv_size > self->key_max_bytes)
         return 0;
     int rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
     if (rc == 0)

@@ -3,7 +3,7 @@
  * Databases in one environment:
  *   events    ingest seq (u64 big-endian) -> packed StoredEvent; MDB_APPEND order
  *   ids       eventID -> ingest seq: the dedup guard
- *   agents    agent id -> last agent sequence stored (u64): cheap resend check
+ *   agents    "agent id/spool id" -> last sequence stored (u64): cheap resend check
  *   meta      "delivery_cursor" -> {last delivered ingest seq, window end ms}
  *
  * Threads: one writer of events (the receiver's loop thread) calls
@@ -63,8 +63,9 @@ void store_destroy(store_t **self_p);
 int store_put_batches(store_t *self, const Cairn__Batch *const *batches, size_t batch_count,
                       int64_t now_ms, store_batch_result_t *results);
 
-/* Last agent sequence stored for agent_id (0 if none). */
-uint64_t store_agent_last_seq(store_t *self, const char *agent_id);
+/* Last sequence stored from the spool spool_id of agent_id (0 if none).
+ * Progress is per spool: a spool made anew numbers from 1 again. Any thread. */
+uint64_t store_agent_last_seq(store_t *self, const char *agent_id, const char *spool_id);
 
 /* Called by the writer thread between transactions: declares that no event
  * with an ingest time below now_ms will be written any more (later events

@@ -166,8 +166,8 @@ static void put_then_resend_counts_duplicates(void **state)
     assert_int_equal(result.duplicate_count, 0);
     assert_false(result.is_resend);
     assert_int_equal(store_event_count(fx->store), 10);
-    assert_int_equal(store_agent_last_seq(fx->store, "agent-a"), 10);
-    assert_int_equal(store_agent_last_seq(fx->store, "agent-b"), 0);
+    assert_int_equal(store_agent_last_seq(fx->store, "agent-a", ""), 10);
+    assert_int_equal(store_agent_last_seq(fx->store, "agent-b", ""), 0);
 
     assert_int_equal(s_put1(fx->store, tb, 1001, &result), 0);
     assert_true(result.is_resend);
@@ -181,8 +181,31 @@ static void put_then_resend_counts_duplicates(void **state)
     assert_int_equal(s_put1(fx->store, tb, 1002, &result), 0);
     assert_false(result.is_resend);
     assert_int_equal(result.stored_count + result.duplicate_count, 0);
-    assert_int_equal(store_agent_last_seq(fx->store, "agent-a"), 10);
+    assert_int_equal(store_agent_last_seq(fx->store, "agent-a", ""), 10);
     s_batch_free(&tb);
+}
+
+/* An agent whose spool was made anew numbers from 1 again: its batches are
+ * new events, not resends of what the old spool sent. */
+static void a_new_spool_is_not_taken_for_a_resend(void **state)
+{
+    fixture_t *fx = *state;
+    store_batch_result_t result;
+    test_batch_t *old_spool = s_batch_range("agent-a", 1, 0, 10);
+    old_spool->batch.spool_id = "spool-old";
+    assert_int_equal(s_put1(fx->store, old_spool, 1000, &result), 0);
+    assert_int_equal(store_agent_last_seq(fx->store, "agent-a", "spool-old"), 10);
+
+    test_batch_t *new_spool = s_batch_range("agent-a", 1, 100, 10);
+    new_spool->batch.spool_id = "spool-new";
+    assert_int_equal(s_put1(fx->store, new_spool, 1001, &result), 0);
+    assert_false(result.is_resend);
+    assert_int_equal(result.stored_count, 10);
+    assert_int_equal(store_event_count(fx->store), 20);
+    assert_int_equal(store_agent_last_seq(fx->store, "agent-a", "spool-new"), 10);
+    assert_int_equal(store_agent_last_seq(fx->store, "agent-a", "spool-other"), 0);
+    s_batch_free(&old_spool);
+    s_batch_free(&new_spool);
 }
 
 static void known_event_ids_from_another_agent_are_duplicates(void **state)
@@ -197,7 +220,7 @@ static void known_event_ids_from_another_agent_are_duplicates(void **state)
     assert_int_equal(result.stored_count, 5);
     assert_int_equal(result.duplicate_count, 5);
     assert_int_equal(store_event_count(fx->store), 15);
-    assert_int_equal(store_agent_last_seq(fx->store, "agent-b"), 10);
+    assert_int_equal(store_agent_last_seq(fx->store, "agent-b", ""), 10);
 
     /* A batch overlapping the agent's progress only in part is checked
      * event by event. */
@@ -205,7 +228,7 @@ static void known_event_ids_from_another_agent_are_duplicates(void **state)
     assert_int_equal(s_put1(fx->store, a2, 1000, &result), 0);
     assert_false(result.is_resend);
     assert_int_equal(result.stored_count, 10);
-    assert_int_equal(store_agent_last_seq(fx->store, "agent-a"), 15);
+    assert_int_equal(store_agent_last_seq(fx->store, "agent-a", ""), 15);
     s_batch_free(&a);
     s_batch_free(&b);
     s_batch_free(&a2);
@@ -320,7 +343,7 @@ static void reopen_keeps_progress(void **state)
     fx->store = store_new(fx->path, TEST_MAP_BYTES, false);
     assert_non_null(fx->store);
     assert_int_equal(store_event_count(fx->store), 10);
-    assert_int_equal(store_agent_last_seq(fx->store, "agent-a"), 10);
+    assert_int_equal(store_agent_last_seq(fx->store, "agent-a", ""), 10);
     store_cursor_t read_back;
     assert_int_equal(store_get_cursor(fx->store, &read_back), 0);
     assert_int_equal(read_back.last_seq, 4);
@@ -370,7 +393,7 @@ static void bad_events_fail_the_call_and_store_nothing(void **state)
     assert_int_equal(store_put_batches(fx->store, batches, 2, 1000, results), -1);
     assert_int_equal(results[0].stored_count, 0);
     assert_int_equal(store_event_count(fx->store), 0);
-    assert_int_equal(store_agent_last_seq(fx->store, "agent-a"), 0);
+    assert_int_equal(store_agent_last_seq(fx->store, "agent-a", ""), 0);
     /* The store still works, and seqs did not move. */
     assert_int_equal(store_put_batches(fx->store, batches, 1, 1000, results), 0);
     reading_t *r = calloc(1, sizeof *r);
@@ -405,7 +428,7 @@ static void full_map_returns_store_full_and_keeps_data(void **state)
     assert_true(stored > 0);
     assert_int_equal(result.stored_count, 0);
     assert_int_equal(store_event_count(store), stored);
-    assert_int_equal(store_agent_last_seq(store, "agent-a"), stored);
+    assert_int_equal(store_agent_last_seq(store, "agent-a", ""), stored);
     reading_t *r = calloc(1, sizeof *r);
     assert_int_equal(store_read_events(store, 0, s_on_event, r), (long)stored);
     for (size_t k = 0; k < stored; k++) {
@@ -516,6 +539,8 @@ int main(void)
     cairn_log_level = CAIRN_LOG_WARNING;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(put_then_resend_counts_duplicates, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_new_spool_is_not_taken_for_a_resend, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(known_event_ids_from_another_agent_are_duplicates, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(duplicates_within_one_call_are_found, setup, teardown),

@@ -9,7 +9,7 @@ static void s_usage(FILE *out)
     fprintf(out, "Usage: cairn COMMAND [OPTIONS]\n"
                  "\n"
                  "Commands:\n"
-                 "  keygen PATH    write a CURVE keypair for an agent or the aggregator\n"
+                 "  keygen PATH    write a CURVE keypair for an agent (--agent-id) or the aggregator\n"
                  "  version        print the version\n"
                  "\n"
                  "Run 'cairn COMMAND --help' for a command's options.\n");

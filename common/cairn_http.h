@@ -18,6 +18,8 @@ typedef struct {
     const char *body;         /* request body, NUL-terminated; "" when none */
     size_t body_len;
     void *connection;         /* for cairn_http_header/cairn_http_query */
+    const char *uri;          /* request target as sent: raw path and query, not decoded
+                                 (for signature checks) */
 } cairn_http_request_t;
 
 typedef struct {
@@ -33,9 +35,20 @@ typedef void(cairn_http_handler_fn)(void *ctx, const cairn_http_request_t *reque
                                     cairn_http_response_t *response);
 
 /* Starts a server on listen ("HOST:PORT"). name labels log lines. Returns
- * NULL after logging why. */
+ * NULL after logging why. Same as cairn_http_new_timed with 60 s. */
 cairn_http_t *cairn_http_new(const char *name, const char *listen, unsigned thread_count,
                              size_t max_body_bytes, cairn_http_handler_fn *handler, void *ctx);
+
+/* Like cairn_http_new, with request_timeout_s (>= 1): a connection idle that
+ * long is closed, and so is one whose request (from its request line to the
+ * end of its body) takes longer, without an answer: a client that stops
+ * sending, or trickles, cannot hold a pool thread's connection slot. */
+cairn_http_t *cairn_http_new_timed(const char *name, const char *listen, unsigned thread_count,
+                                   size_t max_body_bytes, unsigned request_timeout_s,
+                                   cairn_http_handler_fn *handler, void *ctx);
+
+/* Requests dropped because they timed out (see cairn_http_new_timed). Any thread. */
+unsigned long long cairn_http_timeout_count(const cairn_http_t *self);
 
 /* Stops the server, waiting for requests in progress, and frees it. */
 void cairn_http_destroy(cairn_http_t **self_p);
