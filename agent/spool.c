@@ -4,7 +4,13 @@
  * serializes intake threads against each other and against the shipper, so
  * next_seq, read and advanced while the write transaction is held, needs no
  * lock of its own. next_seq and acked_seq are atomics so that status calls
- * read them without a transaction. Keys are big-endian so LMDB's byte order is
+ * read them without a transaction.
+ *
+ * Group commit: concurrent spool_append calls share one transaction, so one
+ * fsync makes many HTTP requests durable. Each caller queues its request; a
+ * caller that finds no leader becomes it, takes the whole queue, writes and
+ * commits it, marks every request done and wakes the others. Requests that
+ * arrive meanwhile form the next group. No answer leaves before its commit. Keys are big-endian so LMDB's byte order is
  * sequence order and MDB_APPEND applies. */
 #include "spool.h"
 
@@ -15,6 +21,7 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <stdio.h>
@@ -22,12 +29,33 @@
 
 #define SPOOL_RESERVE_BYTES (64 * 4096) /* kept free for the deletes of acks */
 
+/* One caller's spool_append, queued for the next group commit. Lives on the
+ * caller's stack until is_done. */
+typedef struct s_append s_append_t;
+struct s_append {
+    const uint8_t *const *events;
+    const size_t *lens;
+    size_t count;
+    size_t bytes;          /* room it needs, with per-entry overhead */
+    uint64_t first_seq;    /* set by the leader */
+    int rc;                /* set by the leader */
+    bool is_done;          /* set by the leader, under queue_lock */
+    s_append_t *next;
+};
+
 struct spool {
     MDB_env *env;
     MDB_dbi events;
     MDB_dbi meta;
     char *dir;
     char id[37];               /* spool id, UUID text */
+    pthread_mutex_t queue_lock; /* guards the append queue and has_leader */
+    pthread_cond_t queue_done;  /* a group was committed */
+    bool is_queue_ready;
+    s_append_t *queue_head;    /* appends waiting for the next group commit */
+    s_append_t *queue_tail;
+    bool has_leader;           /* a thread is committing a group */
+    uint64_t group_commits;    /* transactions made by spool_append */
     atomic_uint_fast64_t next_seq;  /* seq of the next append */
     atomic_uint_fast64_t acked_seq; /* highest acked seq */
 };
@@ -140,7 +168,9 @@ spool_t *spool_new(const char *dir, int64_t map_bytes, bool is_durable)
 {
     spool_t *self = cairn_calloc(1, sizeof *self);
     self->dir = cairn_strdup(dir);
-    int rc = cairn_mkdir_p(dir, 0750) == 0 ? 0 : errno;
+    self->is_queue_ready = pthread_mutex_init(&self->queue_lock, NULL) == 0 &&
+                           pthread_cond_init(&self->queue_done, NULL) == 0;
+    int rc = !self->is_queue_ready ? ENOMEM : cairn_mkdir_p(dir, 0750) == 0 ? 0 : errno;
     if (rc == 0)
         rc = mdb_env_create(&self->env);
     if (rc == 0)
@@ -168,9 +198,67 @@ void spool_destroy(spool_t **self_p)
         return;
     if (self->env)
         mdb_env_close(self->env);
+    if (self->is_queue_ready) {
+        pthread_mutex_destroy(&self->queue_lock);
+        pthread_cond_destroy(&self->queue_done);
+    }
     free(self->dir);
     free(self);
     *self_p = NULL;
+}
+
+/* Writes a group of appends in one transaction (see the group commit note
+ * at the top). Sets each request's rc and first_seq. */
+static void s_commit_group(spool_t *self, s_append_t *group)
+{
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc != 0) {
+        cairn_log_error("spool %s: cannot begin append: %s", self->dir, mdb_strerror(rc));
+        for (s_append_t *r = group; r; r = r->next)
+            r->rc = rc == MDB_MAP_FULL ? SPOOL_FULL : -1;
+        return;
+    }
+    /* Keep headroom: deleting acknowledged events copies B-tree pages, so a
+     * spool filled to the last page could never be drained. Requests that
+     * do not fit are answered SPOOL_FULL; the others still go in. */
+    size_t available = s_available_bytes(self), wanted = SPOOL_RESERVE_BYTES;
+    /* The write transaction is held: no other append can interleave, so the
+     * seq read here is the one this commit makes permanent. */
+    uint64_t seq = atomic_load(&self->next_seq);
+    size_t written = 0;
+    uint8_t key[8];
+    for (s_append_t *r = group; rc == 0 && r; r = r->next) {
+        if (wanted + 2 * r->bytes > available) {
+            r->rc = SPOOL_FULL;
+            continue;
+        }
+        wanted += 2 * r->bytes;
+        r->first_seq = seq;
+        for (size_t i = 0; rc == 0 && i < r->count; i++) {
+            s_key(seq++, key);
+            MDB_val k = {8, key}, v = {r->lens[i], (void *)r->events[i]};
+            rc = mdb_put(txn, self->events, &k, &v, MDB_APPEND);
+        }
+        r->rc = 0;
+        written++;
+    }
+    if (rc == 0 && written) {
+        /* Advanced before the commit releases the writer lock, so the next
+         * group cannot read a stale value. A failed commit leaves a gap in
+         * the numbering, which readers and acks tolerate. */
+        atomic_store(&self->next_seq, seq);
+        rc = mdb_txn_commit(txn);
+    } else
+        mdb_txn_abort(txn);
+    if (rc != 0) {
+        if (rc != MDB_MAP_FULL)
+            cairn_log_error("spool %s: append of %zu requests failed: %s", self->dir, written,
+                            mdb_strerror(rc));
+        for (s_append_t *r = group; r; r = r->next)
+            if (r->rc == 0)
+                r->rc = rc == MDB_MAP_FULL ? SPOOL_FULL : -1;
+    }
 }
 
 int spool_append(spool_t *self, const uint8_t *const *events, const size_t *lens, size_t count,
@@ -178,48 +266,41 @@ int spool_append(spool_t *self, const uint8_t *const *events, const size_t *lens
 {
     if (count == 0)
         return 0;
-    MDB_txn *txn = NULL;
-    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
-    if (rc != 0) {
-        cairn_log_error("spool %s: cannot begin append: %s", self->dir, mdb_strerror(rc));
-        return rc == MDB_MAP_RESIZED || rc == MDB_MAP_FULL ? SPOOL_FULL : -1;
-    }
-    /* Keep headroom: deleting acknowledged events copies B-tree pages, so a
-     * spool filled to the last page could never be drained. */
-    size_t bytes = 0;
+    s_append_t request = {.events = events, .lens = lens, .count = count};
     for (size_t i = 0; i < count; i++)
-        bytes += lens[i] + 64;
-    if (s_available_bytes(self) < 2 * bytes + SPOOL_RESERVE_BYTES) {
-        mdb_txn_abort(txn);
-        return SPOOL_FULL;
+        request.bytes += lens[i] + 64;
+    pthread_mutex_lock(&self->queue_lock);
+    if (self->queue_tail)
+        self->queue_tail->next = &request;
+    else
+        self->queue_head = &request;
+    self->queue_tail = &request;
+    while (!request.is_done) {
+        if (self->has_leader) {
+            pthread_cond_wait(&self->queue_done, &self->queue_lock);
+            continue;
+        }
+        /* Lead: take everything queued (our request included) and commit it. */
+        self->has_leader = true;
+        s_append_t *group = self->queue_head;
+        self->queue_head = self->queue_tail = NULL;
+        pthread_mutex_unlock(&self->queue_lock);
+        s_commit_group(self, group);
+        pthread_mutex_lock(&self->queue_lock);
+        /* A follower may return (and its request vanish) as soon as it sees
+         * is_done, so next is read first. */
+        for (s_append_t *r = group, *next; r; r = next) {
+            next = r->next;
+            r->is_done = true;
+        }
+        self->has_leader = false;
+        self->group_commits++;
+        pthread_cond_broadcast(&self->queue_done);
     }
-    /* The write transaction is held: no other append can interleave, so the
-     * seq read here is the one this commit makes permanent. */
-    uint64_t seq = atomic_load(&self->next_seq);
-    uint8_t key[8];
-    for (size_t i = 0; rc == 0 && i < count; i++) {
-        s_key(seq + i, key);
-        MDB_val k = {8, key}, v = {lens[i], (void *)events[i]};
-        rc = mdb_put(txn, self->events, &k, &v, MDB_APPEND);
-    }
-    if (rc == 0) {
-        /* Advanced before the commit releases the writer lock, so the next
-         * append cannot read a stale value. A failed commit leaves a gap in
-         * the numbering, which readers and acks tolerate. */
-        atomic_store(&self->next_seq, seq + count);
-        rc = mdb_txn_commit(txn);
-    } else
-        mdb_txn_abort(txn);
-    if (rc == MDB_MAP_FULL)
-        return SPOOL_FULL;
-    if (rc != 0) {
-        cairn_log_error("spool %s: append of %zu events failed: %s", self->dir, count,
-                        mdb_strerror(rc));
-        return -1;
-    }
-    if (first_seq)
-        *first_seq = seq;
-    return 0;
+    pthread_mutex_unlock(&self->queue_lock);
+    if (request.rc == 0 && first_seq)
+        *first_seq = request.first_seq;
+    return request.rc;
 }
 
 long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_bytes,

@@ -8,6 +8,7 @@
 #include "spool.h"
 
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +144,88 @@ static void full_spool_pushes_back_and_keeps_what_it_has(void **state)
     spool_destroy(&spool);
 }
 
+typedef struct {
+    spool_t *spool;
+    int thread;
+} s_writer_t;
+
+#define WRITERS       8
+#define WRITER_ROUNDS 50
+#define REQUEST_SIZE  3
+
+/* Each request appends REQUEST_SIZE events "t<thread>r<round>e<i>". */
+static void *s_writer(void *arg)
+{
+    s_writer_t *w = arg;
+    for (int round = 0; round < WRITER_ROUNDS; round++) {
+        char text[REQUEST_SIZE][32];
+        const uint8_t *bufs[REQUEST_SIZE];
+        size_t lens[REQUEST_SIZE];
+        for (int i = 0; i < REQUEST_SIZE; i++) {
+            lens[i] = (size_t)snprintf(text[i], sizeof text[i], "t%dr%de%d", w->thread, round, i);
+            bufs[i] = (const uint8_t *)text[i];
+        }
+        if (spool_append(w->spool, bufs, lens, REQUEST_SIZE, NULL) != 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+typedef struct {
+    uint64_t count;
+    uint64_t last_seq;
+    int is_ordered;   /* seqs strictly increase */
+    int is_grouped;   /* each request's events are consecutive */
+    char prev[32];
+} s_check_t;
+
+static int s_check_order(void *ctx, uint64_t seq, const uint8_t *data, size_t len)
+{
+    s_check_t *c = ctx;
+    char text[32];
+    snprintf(text, sizeof text, "%.*s", (int)len, (const char *)data);
+    if (seq <= c->last_seq)
+        c->is_ordered = 0;
+    /* Within a request, event i+1 follows event i of the same t/r. */
+    const char *e = strrchr(text, 'e');
+    if (e && e[1] != '0') {
+        char expected[32];
+        snprintf(expected, sizeof expected, "%.*se%d", (int)(e - text), text, e[1] - '0' - 1);
+        if (strcmp(expected, c->prev) != 0)
+            c->is_grouped = 0;
+    }
+    snprintf(c->prev, sizeof c->prev, "%s", text);
+    c->last_seq = seq;
+    c->count++;
+    return 0;
+}
+
+static void concurrent_appends_are_all_kept_whole(void **state)
+{
+    spool_t *spool = spool_new(*state, 16 << 20, true);
+    assert_non_null(spool);
+    pthread_t threads[WRITERS];
+    s_writer_t writers[WRITERS];
+    for (int t = 0; t < WRITERS; t++) {
+        writers[t] = (s_writer_t){spool, t};
+        assert_int_equal(pthread_create(&threads[t], NULL, s_writer, &writers[t]), 0);
+    }
+    for (int t = 0; t < WRITERS; t++) {
+        void *result = NULL;
+        pthread_join(threads[t], &result);
+        assert_null(result);
+    }
+    uint64_t total = (uint64_t)WRITERS * WRITER_ROUNDS * REQUEST_SIZE;
+    assert_int_equal(spool_pending_count(spool), total);
+    s_check_t check = {.is_ordered = 1, .is_grouped = 1};
+    assert_int_equal(spool_read(spool, 1, total * 2, 1 << 30, s_check_order, &check), total);
+    assert_int_equal(check.count, total);
+    assert_true(check.is_ordered);
+    assert_true(check.is_grouped);
+    assert_int_equal(check.last_seq, total);
+    spool_destroy(&spool);
+}
+
 static void unopenable_dir_fails_cleanly(void **state)
 {
     assert_null(spool_new("/proc/cairn-no-such/spool", 1 << 20, true));
@@ -155,6 +238,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(survives_reopen_without_reusing_seqs, setup, teardown),
         cmocka_unit_test_setup_teardown(full_spool_pushes_back_and_keeps_what_it_has, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(concurrent_appends_are_all_kept_whole, setup, teardown),
         cmocka_unit_test(unopenable_dir_fails_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
