@@ -2,6 +2,7 @@
  * ships them to the aggregator. Reads the config, builds the objects, runs
  * the loop, destroys them in reverse order. */
 #include "cairn_log.h"
+#include "cairn_signal.h"
 #include "config.h"
 #include "intake.h"
 #include "shipper.h"
@@ -44,7 +45,8 @@ static void s_usage(FILE *out)
             "                      (aws cloudtrail-data put-audit-events --endpoint-url ...)\n"
             "  GET  /health        200 when the agent can accept events\n"
             "\n"
-            "Signals: SIGTERM/SIGINT stop cleanly; spooled events are kept.\n");
+            "Signals: SIGTERM/SIGINT stop cleanly; spooled events are kept. SIGHUP\n"
+            "reloads the log level.\n");
 }
 
 /* Reads every setting, recording all errors in cfg. */
@@ -103,6 +105,40 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
             config_str_required(cfg, "security", "aggregator_public_key_file");
     }
     config_check_unknown(cfg);
+}
+
+/* On SIGHUP: re-reads the config and applies what can change without a
+ * restart (the log level); a config with errors is refused whole and the
+ * running settings stay. */
+static int s_on_reload_tick(zloop_t *loop, int timer_id, void *arg)
+{
+    const char *config_path = arg;
+    if (!cairn_signal_take_reload())
+        return 0;
+    char err[512];
+    config_t *cfg = config_load(config_path, err, sizeof err);
+    if (!cfg) {
+        cairn_log_error("reload: %s; keeping the running configuration", err);
+        return 0;
+    }
+    int old_level = cairn_log_level;
+    s_settings_t settings = {0};
+    s_read_settings(cfg, &settings);
+    if (config_log_errors(cfg) > 0) {
+        cairn_log_level = old_level;
+        cairn_log_error("reload: %s has %zu error(s); keeping the running configuration",
+                        config_path, config_error_count(cfg));
+    } else {
+        static const char *const names[] = {"error", "warning", "notice", "info", "debug"};
+        if (old_level != cairn_log_level)
+            cairn_log_notice("reload: log level %s -> %s", names[old_level],
+                             names[cairn_log_level]);
+        cairn_log_notice("reload: done (addresses, spool, credentials and shipping settings "
+                         "take effect at restart)");
+    }
+    sigv4_keys_destroy(&settings.keys);
+    config_destroy(&cfg);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -165,7 +201,12 @@ int main(int argc, char **argv)
         cairn_log_notice("agent %s (%s): ready; intake on %s, shipping to %s",
                          settings.shipper.agent_id, settings.shipper.region,
                          settings.intake.listen, settings.shipper.endpoint);
-        zloop_start(loop); /* returns on SIGTERM/SIGINT (czmq's handler) */
+        cairn_signal_catch_reload();
+        zloop_timer(loop, 250, 0, s_on_reload_tick, (void *)config_path);
+        /* zloop_start also returns when a SIGHUP interrupts its poll; only
+         * SIGTERM/SIGINT (zsys_interrupted) end the process. */
+        while (zloop_start(loop) == 0 && !zsys_interrupted)
+            ;
         cairn_log_notice("agent %s: stopping; %llu events stay spooled for the next start",
                          settings.shipper.agent_id,
                          (unsigned long long)spool_pending_count(spool));

@@ -66,7 +66,7 @@ struct shipper {
     int64_t hello_sent_ms;  /* monotonic; 0 when no Hello is out */
     int64_t connect_at_ms;  /* monotonic time of the next (re)connect */
     int64_t backoff_ms;     /* next reconnect delay */
-    int64_t last_sent_ms;   /* monotonic */
+    int64_t last_heartbeat_ms; /* monotonic */
     shipper_stats_t stats;
 };
 
@@ -107,7 +107,6 @@ static int s_send_message(shipper_t *self, const Cairn__AgentMessage *message)
         zframe_destroy(&frame);
         return -1;
     }
-    self->last_sent_ms = cairn_time_mono_ms();
     return 0;
 }
 
@@ -223,7 +222,6 @@ static int s_send_batch(shipper_t *self)
     f->first_seq = self->next_seq;
     f->last_seq = self->batch_last_seq;
     f->sent_ms = cairn_time_mono_ms();
-    self->last_sent_ms = f->sent_ms;
     self->flight_count++;
     self->next_seq = self->batch_last_seq + 1;
     self->stats.batches_sent++;
@@ -272,9 +270,11 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
         self->next_seq = spool_acked_seq(self->spool) + 1;
     while (self->flight_count < self->options.window_batches && s_send_batch(self) == 1)
         ;
-    if (now - self->last_sent_ms >= self->options.heartbeat_ms) {
+    if (now - self->last_heartbeat_ms >= self->options.heartbeat_ms) {
         Cairn__Heartbeat heartbeat = CAIRN__HEARTBEAT__INIT;
         heartbeat.sent_ms = cairn_time_now_ms();
+        heartbeat.spool_pending = spool_pending_count(self->spool);
+        self->last_heartbeat_ms = now;
         Cairn__AgentMessage message = CAIRN__AGENT_MESSAGE__INIT;
         message.body_case = CAIRN__AGENT_MESSAGE__BODY_HEARTBEAT;
         message.heartbeat = &heartbeat;

@@ -4,9 +4,9 @@
  * Protocol (proto/cairn.proto, AgentMessage/AggregatorMessage): on every
  * (re)connection the shipper sends a Hello and waits for a Welcome (which
  * says what of this spool is already stored) or a Refusal; then Batches go
- * out and Acks come back; Heartbeats flow when there is nothing else, so a
- * silent aggregator is noticed and the shipper reconnects with backoff while
- * the intake keeps spooling.
+ * out and Acks come back; a Heartbeat (with the spool's backlog) goes every
+ * heartbeat interval and is echoed, so a silent aggregator is noticed and
+ * the shipper reconnects with backoff while the intake keeps spooling.
  *
  * At-least-once: a batch stays in the spool until its Ack arrives; after
  * ack_timeout without one, or an Ack asking to retry, the shipper reconnects
@@ -34,7 +34,7 @@ typedef struct {
     int64_t linger_ms;        /* how often pending events are packed and sent */
     size_t window_batches;    /* unacknowledged batches in flight, at most */
     int64_t ack_timeout_ms;   /* resend after this long without an ack */
-    int64_t heartbeat_ms;     /* send a heartbeat after this long without sending */
+    int64_t heartbeat_ms;     /* send a heartbeat this often */
     int64_t silence_ms;       /* reconnect after this long without hearing the aggregator */
     /* CURVE: both set, or both NULL for plain text (allowed only when the
      * config says so explicitly). */

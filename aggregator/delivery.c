@@ -124,11 +124,11 @@ typedef struct {
     uint64_t resume_after; /* then: read on after this seq */
 
     /* Failures. */
-    char error[1024];       /* why the last attempt failed */
-    char logged_error[1024];  /* the failure last logged as a warning */
-    uint32_t failure_count; /* failed attempts at the current window */
-    int64_t backoff_ms;     /* before the next attempt, before jitter */
-    uint64_t random_state;  /* xorshift64 state for the jitter */
+    char error[1024];        /* why the last attempt failed */
+    char logged_error[1024]; /* the failure last logged as a warning */
+    uint32_t failure_count;  /* failed attempts at the current window */
+    int64_t backoff_ms;      /* before the next attempt, before jitter */
+    uint64_t random_state;   /* xorshift64 state for the jitter */
 } s_self_t;
 
 static void s_buf_reserve(s_buf_t *buf, size_t more)
@@ -527,11 +527,15 @@ static int64_t s_deliver_next(s_self_t *self)
         snprintf(self->error, sizeof self->error, "cannot read events from the store");
         return s_backoff(self, "");
     }
-    if (count == 0)
-        return self->poll_ms; /* nothing after the cursor */
-    self->window_end_ms = (s_floor_div(first_ingest_ms, self->interval_ms) + 1) * self->interval_ms;
-    if (self->window_end_ms > store_watermark(self->store))
-        return self->poll_ms; /* still open */
+    if (count > 0)
+        self->window_end_ms =
+            (s_floor_div(first_ingest_ms, self->interval_ms) + 1) * self->interval_ms;
+    bool is_closed = count > 0 && self->window_end_ms <= store_watermark(self->store);
+    pthread_mutex_lock(&self->owner->mutex);
+    self->owner->stats.pending_window_end_ms = is_closed ? self->window_end_ms : 0;
+    pthread_mutex_unlock(&self->owner->mutex);
+    if (!is_closed)
+        return self->poll_ms; /* nothing after the cursor, or its window is still open */
 
     int rc = s_deliver_window(self);
     char what[64];

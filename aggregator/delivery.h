@@ -42,6 +42,8 @@ typedef struct {
     uint64_t events_delivered;  /* events in delivered windows */
     uint64_t put_errors;        /* failed puts */
     int64_t last_window_end_ms; /* end of the last delivered window */
+    int64_t pending_window_end_ms; /* end of the oldest closed window not yet delivered
+                                    * (0 when caught up): delivery lag = now - this */
     char last_key[512];         /* last object put */
 } delivery_stats_t;
 

@@ -8,7 +8,10 @@
 #include "config.h"
 #include "delivery.h"
 #include "receiver.h"
+#include "status.h"
 #include "store.h"
+#include "cairn_time.h"
+#include "cairn_signal.h"
 
 #include <czmq.h>
 #include <getopt.h>
@@ -27,11 +30,6 @@ typedef struct {
     delivery_options_t delivery;
 } s_settings_t;
 
-typedef struct {
-    store_t *store;
-    delivery_t *delivery;
-    receiver_t *receiver;
-} s_app_t;
 
 static void s_usage(FILE *out)
 {
@@ -50,9 +48,12 @@ static void s_usage(FILE *out)
             "  -V, --version       show the version\n"
             "\n"
             "HTTP endpoints (address from [http] listen):\n"
-            "  GET /health         200 when the aggregator can do its job\n"
+            "  GET /health         200 when the aggregator can do its job, else 503 + reason\n"
+            "  GET /metrics        Prometheus metrics\n"
+            "  GET /v1/status      per-agent state and delivery progress (cairn status)\n"
             "\n"
-            "Signals: SIGTERM/SIGINT stop cleanly after the current commit.\n");
+            "Signals: SIGTERM/SIGINT stop cleanly after the current commit; SIGHUP\n"
+            "reloads the log level and the agent allow-list.\n");
 }
 
 static void s_read_settings(config_t *cfg, s_settings_t *s)
@@ -106,22 +107,56 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
     config_check_unknown(cfg);
 }
 
-static void s_health(void *ctx, const cairn_http_request_t *request,
+/* Routes a request to the endpoints of the aggregator's HTTP server. */
+static void s_handle(void *ctx, const cairn_http_request_t *request,
                      cairn_http_response_t *response)
 {
-    s_app_t *app = ctx;
-    if (strcmp(request->path, "/health") != 0) {
-        cairn_http_respond_error(response, 404, "no such endpoint (try GET /health)");
-        return;
+    const status_sources_t *sources = ctx;
+    if (!status_handle(sources, request, response))
+        cairn_http_respond_error(response, 404,
+                                 "no such endpoint (try GET /health, /metrics or /v1/status)");
+}
+
+typedef struct {
+    const char *config_path;
+    receiver_t *receiver;
+} s_reload_t;
+
+/* On SIGHUP: re-reads the config and applies what can change without a
+ * restart (log level, agent allow-list); a config with errors is refused
+ * whole and the running settings stay. */
+static int s_on_reload_tick(zloop_t *loop, int timer_id, void *arg)
+{
+    s_reload_t *reload = arg;
+    if (!cairn_signal_take_reload())
+        return 0;
+    char err[512];
+    config_t *cfg = config_load(reload->config_path, err, sizeof err);
+    if (!cfg) {
+        cairn_log_error("reload: %s; keeping the running configuration", err);
+        return 0;
     }
-    delivery_stats_t d;
-    delivery_get_stats(app->delivery, &d);
-    cairn_http_respond(response, 200,
-                       "{\"status\":\"ok\",\"events_stored\":%llu,\"windows_delivered\":%llu,"
-                       "\"objects_put\":%llu,\"put_errors\":%llu}",
-                       (unsigned long long)store_event_count(app->store),
-                       (unsigned long long)d.windows_delivered, (unsigned long long)d.objects_put,
-                       (unsigned long long)d.put_errors);
+    int old_level = cairn_log_level;
+    s_settings_t settings = {0};
+    s_read_settings(cfg, &settings);
+    if (config_log_errors(cfg) > 0) {
+        cairn_log_level = old_level;
+        cairn_log_error("reload: %s has %zu error(s); keeping the running configuration",
+                        reload->config_path, config_error_count(cfg));
+    } else {
+        static const char *const names[] = {"error", "warning", "notice", "info", "debug"};
+        if (old_level != cairn_log_level)
+            cairn_log_notice("reload: log level %s -> %s", names[old_level],
+                             names[cairn_log_level]);
+        int keys = receiver_reload_allow_list(reload->receiver);
+        if (keys >= 0)
+            cairn_log_notice("reload: allow-list %s re-read: %d key files",
+                             settings.receiver.allow_dir, keys);
+        cairn_log_notice("reload: done (listen addresses, store, bucket and delivery settings "
+                         "take effect at restart)");
+    }
+    config_destroy(&cfg);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -170,25 +205,37 @@ int main(int argc, char **argv)
     zsys_init();
     zsys_set_logsystem(false);
     int rc = 1;
-    s_app_t app = {0};
+    status_sources_t app = {.aggregator_id = settings.delivery.aggregator_id,
+                            .interval_ms = settings.delivery.interval_ms,
+                            .started_ms = cairn_time_now_ms()};
+    char bucket_name[512] = "";
     cairn_http_t *http = NULL;
     zloop_t *loop = zloop_new();
     bucket_t *bucket = bucket_new(settings.bucket_url, &settings.bucket, err, sizeof err);
     if (!bucket)
         cairn_log_error("bucket %s: %s", settings.bucket_url, err);
-    else
-        cairn_log_info("bucket: %s", bucket_describe(bucket));
+    else {
+        snprintf(bucket_name, sizeof bucket_name, "%s", bucket_describe(bucket));
+        cairn_log_info("bucket: %s", bucket_name);
+    }
+    app.bucket = bucket_name;
     app.store = bucket ? store_new(settings.data_dir, settings.store_map_bytes, settings.is_durable)
                        : NULL;
     app.delivery = app.store ? delivery_new(app.store, &bucket, &settings.delivery) : NULL;
     app.receiver = app.delivery ? receiver_new(app.store, loop, &settings.receiver) : NULL;
     if (app.receiver)
-        http = cairn_http_new("http", settings.http_listen, 2, 64 << 10, s_health, &app);
+        http = cairn_http_new("http", settings.http_listen, 2, 64 << 10, s_handle, &app);
+    s_reload_t reload = {config_path, app.receiver};
     if (http) {
+        cairn_signal_catch_reload();
+        zloop_timer(loop, 250, 0, s_on_reload_tick, &reload);
         cairn_log_notice("aggregator %s: ready; receiving on %s, delivering every %lld s to %s",
                          settings.delivery.aggregator_id, settings.receiver.listen,
                          (long long)(settings.delivery.interval_ms / 1000), settings.bucket_url);
-        zloop_start(loop); /* returns on SIGTERM/SIGINT */
+        /* zloop_start also returns when a SIGHUP interrupts its poll; only
+         * SIGTERM/SIGINT (zsys_interrupted) end the process. */
+        while (zloop_start(loop) == 0 && !zsys_interrupted)
+            ;
         cairn_log_notice("aggregator %s: stopping", settings.delivery.aggregator_id);
         rc = 0;
     }

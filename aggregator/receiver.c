@@ -26,7 +26,13 @@
 #include "cairn_time.h"
 #include "event.h"
 
+#include <pthread.h>
 #include <string.h>
+
+typedef struct {
+    uint8_t bytes[16];             /* a ROUTER routing id (libzmq makes 5 bytes) */
+    size_t len;
+} s_routing_id_t;
 
 typedef struct {
     zframe_t *identity;            /* the agent's ROUTER identity */
@@ -45,13 +51,47 @@ struct receiver {
     int timer_id;
     char *listen;
     char *aggregator_id;
+    char *allow_dir;
     bool is_curve;
     size_t group_max;
     s_item_t *items;               /* one group, reused */
     const Cairn__Batch **batches;  /* the valid ones of the group */
     store_batch_result_t *results;
     receiver_stats_t stats;
+    receiver_agent_t *agents;      /* known agents, loop thread's copy */
+    size_t agent_count;
+    s_routing_id_t *routing_ids;   /* agents[i]'s connection, from its Hello */
+    pthread_mutex_t snapshot_lock; /* guards the snapshot_* copies */
+    bool is_lock_ready;
+    receiver_stats_t snapshot_stats;
+    receiver_agent_t *snapshot_agents;
+    size_t snapshot_agent_count;
 };
+
+/* The agent whose Hello came over the connection identity, or NULL. */
+static const char *s_identity_agent(receiver_t *self, zframe_t *identity)
+{
+    for (size_t i = 0; i < self->agent_count; i++)
+        if (self->routing_ids[i].len == zframe_size(identity) &&
+            memcmp(self->routing_ids[i].bytes, zframe_data(identity), zframe_size(identity)) == 0)
+            return self->agents[i].agent_id;
+    return NULL;
+}
+
+/* The agent's entry, made on first contact; NULL when the table is full. */
+static receiver_agent_t *s_agent(receiver_t *self, const char *agent_id, const char *region)
+{
+    for (size_t i = 0; i < self->agent_count; i++)
+        if (strcmp(self->agents[i].agent_id, agent_id) == 0)
+            return &self->agents[i];
+    if (self->agent_count == RECEIVER_MAX_AGENTS)
+        return NULL;
+    receiver_agent_t *agent = &self->agents[self->agent_count++];
+    memset(agent, 0, sizeof *agent);
+    snprintf(agent->agent_id, sizeof agent->agent_id, "%s", agent_id);
+    snprintf(agent->region, sizeof agent->region, "%s", region);
+    return agent;
+}
 
 /* Logs the first of a kind of bad input and then one in 1000, so a flood
  * cannot fill the disk with logs; the counters keep the exact numbers. */
@@ -197,14 +237,34 @@ static void s_on_hello(receiver_t *self, zframe_t *identity, zframe_t *payload,
     message.body_case = CAIRN__AGGREGATOR_MESSAGE__BODY_WELCOME;
     message.welcome = &welcome;
     s_send(self, identity, &message);
+    receiver_agent_t *agent = s_agent(self, hello->agent_id, hello->region);
+    if (agent) {
+        agent->last_seen_ms = cairn_time_now_ms();
+        if (welcome.last_seq > agent->last_seq)
+            agent->last_seq = welcome.last_seq;
+        s_routing_id_t *rid = &self->routing_ids[agent - self->agents];
+        rid->len = zframe_size(identity) <= sizeof rid->bytes ? zframe_size(identity) : 0;
+        memcpy(rid->bytes, zframe_data(identity), rid->len);
+    }
     cairn_log_info("receiver: agent %s (%s, %s) connected; its spool %s is stored through seq %llu",
                    hello->agent_id, hello->region, hello->software, hello->spool_id,
                    (unsigned long long)welcome.last_seq);
 }
 
-static void s_on_heartbeat(receiver_t *self, zframe_t *identity)
+static void s_on_heartbeat(receiver_t *self, zframe_t *identity, zframe_t *payload,
+                           const Cairn__Heartbeat *beat)
 {
     self->stats.heartbeats++;
+    /* Heartbeats carry no agent id: with CURVE the key's binding names the
+     * agent; without, the connection's routing id was tagged at its Hello. */
+    const char *agent_id = self->is_curve ? zframe_meta(payload, "agent_id") : NULL;
+    if (!agent_id)
+        agent_id = s_identity_agent(self, identity);
+    for (size_t i = 0; agent_id && i < self->agent_count; i++)
+        if (strcmp(self->agents[i].agent_id, agent_id) == 0) {
+            self->agents[i].last_seen_ms = cairn_time_now_ms();
+            self->agents[i].spool_pending = beat->spool_pending;
+        }
     Cairn__Heartbeat heartbeat = CAIRN__HEARTBEAT__INIT;
     heartbeat.sent_ms = cairn_time_now_ms();
     Cairn__AggregatorMessage message = CAIRN__AGGREGATOR_MESSAGE__INIT;
@@ -235,7 +295,7 @@ static int s_take(receiver_t *self, zmsg_t *msg, s_item_t *item)
     } else if (message->body_case == CAIRN__AGENT_MESSAGE__BODY_HELLO)
         s_on_hello(self, identity, payload, message->hello);
     else if (message->body_case == CAIRN__AGENT_MESSAGE__BODY_HEARTBEAT)
-        s_on_heartbeat(self, identity);
+        s_on_heartbeat(self, identity, payload, message->heartbeat);
     else if (message->body_case == CAIRN__AGENT_MESSAGE__BODY_BATCH) {
         Cairn__Batch *batch = message->batch;
         self->stats.batches_received++;
@@ -301,6 +361,15 @@ static int s_on_readable(zloop_t *loop, zsock_t *reader, void *arg)
             self->stats.events_stored += r->stored_count;
             self->stats.events_duplicate += r->duplicate_count;
             self->stats.batches_resent += r->is_resend;
+            receiver_agent_t *agent = s_agent(self, item->batch->agent_id, item->batch->region);
+            if (agent) {
+                agent->last_seen_ms = cairn_time_now_ms();
+                agent->batches++;
+                agent->events_stored += r->stored_count;
+                agent->events_duplicate += r->duplicate_count;
+                if (item->last_seq > agent->last_seq)
+                    agent->last_seq = item->last_seq;
+            }
             s_send_ack(self, item, CAIRN__ACK__STATUS__OK, r, NULL);
         } else {
             self->stats.batches_deferred++;
@@ -320,7 +389,23 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
 {
     receiver_t *self = arg;
     store_advance_watermark(self->store, cairn_time_now_ms());
+    pthread_mutex_lock(&self->snapshot_lock);
+    self->snapshot_stats = self->stats;
+    memcpy(self->snapshot_agents, self->agents, self->agent_count * sizeof *self->agents);
+    self->snapshot_agent_count = self->agent_count;
+    pthread_mutex_unlock(&self->snapshot_lock);
     return 0;
+}
+
+size_t receiver_snapshot(receiver_t *self, receiver_stats_t *stats, receiver_agent_t *agents,
+                         size_t max)
+{
+    pthread_mutex_lock(&self->snapshot_lock);
+    *stats = self->snapshot_stats;
+    size_t count = self->snapshot_agent_count < max ? self->snapshot_agent_count : max;
+    memcpy(agents, self->snapshot_agents, count * sizeof *agents);
+    pthread_mutex_unlock(&self->snapshot_lock);
+    return count;
 }
 
 /* Starts zauth on allow_dir and makes the ROUTER a CURVE server. */
@@ -349,7 +434,20 @@ static int s_setup_curve(receiver_t *self, const receiver_options_t *options)
     zsock_set_zap_domain(self->router, "cairn");
     zcert_destroy(&cert);
     self->is_curve = true;
+    self->allow_dir = cairn_strdup(options->allow_dir);
     return 0;
+}
+
+int receiver_reload_allow_list(receiver_t *self)
+{
+    if (!self->is_curve)
+        return -1;
+    zstr_sendx(self->auth, "CURVE", self->allow_dir, NULL);
+    zsock_wait(self->auth);
+    zdir_t *dir = zdir_new(self->allow_dir, NULL);
+    int count = dir ? zdir_count(dir) : 0;
+    zdir_destroy(&dir);
+    return count;
 }
 
 receiver_t *receiver_new(store_t *store, zloop_t *loop, const receiver_options_t *options)
@@ -365,8 +463,12 @@ receiver_t *receiver_new(store_t *store, zloop_t *loop, const receiver_options_t
     self->items = cairn_calloc(self->group_max, sizeof *self->items);
     self->batches = cairn_calloc(self->group_max, sizeof *self->batches);
     self->results = cairn_calloc(self->group_max, sizeof *self->results);
+    self->agents = cairn_calloc(RECEIVER_MAX_AGENTS, sizeof *self->agents);
+    self->snapshot_agents = cairn_calloc(RECEIVER_MAX_AGENTS, sizeof *self->snapshot_agents);
+    self->routing_ids = cairn_calloc(RECEIVER_MAX_AGENTS, sizeof *self->routing_ids);
+    self->is_lock_ready = pthread_mutex_init(&self->snapshot_lock, NULL) == 0;
     self->router = zsock_new(ZMQ_ROUTER);
-    int rc = self->router ? 0 : -1;
+    int rc = self->router && self->is_lock_ready ? 0 : -1;
     if (rc == 0) {
         zsock_set_maxmsgsize(self->router, RECEIVER_MAX_MESSAGE_BYTES);
         zsock_set_linger(self->router, 1000);
@@ -407,11 +509,17 @@ void receiver_destroy(receiver_t **self_p)
         zsock_destroy(&self->router);
     }
     zactor_destroy(&self->auth); /* after the sockets it authenticates */
+    if (self->is_lock_ready)
+        pthread_mutex_destroy(&self->snapshot_lock);
+    free(self->agents);
+    free(self->snapshot_agents);
+    free(self->routing_ids);
     free(self->items);
     free(self->batches);
     free(self->results);
     free(self->listen);
     free(self->aggregator_id);
+    free(self->allow_dir);
     free(self);
     *self_p = NULL;
 }

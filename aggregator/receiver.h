@@ -45,13 +45,38 @@ typedef struct {
     uint64_t commits;           /* group-commit transactions */
 } receiver_stats_t;
 
+#define RECEIVER_MAX_AGENTS 1024 /* agents tracked for status and metrics */
+
+/* What the receiver knows of one agent, for status and metrics. */
+typedef struct {
+    char agent_id[128];
+    char region[64];
+    int64_t last_seen_ms;      /* wall clock of its last message */
+    uint64_t last_seq;         /* last sequence acknowledged to it */
+    uint64_t spool_pending;    /* its backlog, from its last heartbeat */
+    uint64_t batches;          /* batches acknowledged */
+    uint64_t events_stored;
+    uint64_t events_duplicate;
+} receiver_agent_t;
+
 /* Binds and registers with loop. store and loop are borrowed. Returns NULL
  * after logging why. */
 receiver_t *receiver_new(store_t *store, zloop_t *loop, const receiver_options_t *options);
 
 void receiver_destroy(receiver_t **self_p);
 
+/* Makes zauth read the allow-list directory again (SIGHUP). Returns the
+ * number of key files it holds, or -1 without CURVE. Loop thread only. */
+int receiver_reload_allow_list(receiver_t *self);
+
+/* Counters as of now. Loop thread only. */
 void receiver_get_stats(receiver_t *self, receiver_stats_t *stats);
+
+/* Copies the counters and up to max agents (in order of first contact) as of
+ * the last housekeeping tick, at most 100 ms old. Any thread. Returns the
+ * number of agents copied. */
+size_t receiver_snapshot(receiver_t *self, receiver_stats_t *stats, receiver_agent_t *agents,
+                         size_t max);
 
 /* Checks a decoded batch for what the store relies on: version, agent id and
  * region, 1..RECEIVER_MAX_BATCH_EVENTS events, each with an eventID and a
