@@ -36,20 +36,20 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
-#define UUID_TEXT_BYTES  36
-#define PREFIX_MAX_BYTES 64  /* {"eventID":"<uuid>", */
-#define MESSAGE_BYTES    1024 /* CloudTrail's errorMessage limit */
-#define CHECKSUM_B64_BYTES 44 /* base64 of 32 bytes */
+#define UUID_TEXT_BYTES    36
+#define PREFIX_MAX_BYTES   64   /* {"eventID":"<uuid>", */
+#define MESSAGE_BYTES      1024 /* CloudTrail's errorMessage limit */
+#define CHECKSUM_B64_BYTES 44   /* base64 of 32 bytes */
 
 /* Where the body parse is. Every value is a string, so it never nests deeper. */
 typedef enum {
-    PARSE_START,         /* nothing read */
-    PARSE_TOP,           /* in the top-level object: a key or its end */
-    PARSE_EVENTS_VALUE,  /* after "auditEvents": its array */
-    PARSE_EVENTS,        /* in the array: an event object or the array's end */
-    PARSE_EVENT,         /* in an event: a key or its end */
-    PARSE_EVENT_VALUE,   /* after an event's key: its string */
-    PARSE_DONE,          /* the top-level object has closed */
+    PARSE_START,        /* nothing read */
+    PARSE_TOP,          /* in the top-level object: a key or its end */
+    PARSE_EVENTS_VALUE, /* after "auditEvents": its array */
+    PARSE_EVENTS,       /* in the array: an event object or the array's end */
+    PARSE_EVENT,        /* in an event: a key or its end */
+    PARSE_EVENT_VALUE,  /* after an event's key: its string */
+    PARSE_DONE,         /* the top-level object has closed */
 } s_parse_state_t;
 
 typedef enum { FIELD_ID, FIELD_EVENT_DATA, FIELD_CHECKSUM, FIELD_COUNT } s_field_t;
@@ -73,14 +73,14 @@ typedef struct {
 
 struct audit_api {
     event_parser_t *parser;
-    yajl_gen gen;                              /* the answer; reused */
-    s_entry_t entries[AUDIT_API_MAX_EVENTS];   /* this call's events */
+    yajl_gen gen;                            /* the answer; reused */
+    s_entry_t entries[AUDIT_API_MAX_EVENTS]; /* this call's events */
     size_t entry_count;
-    char *strings;                             /* decoded strings of the body */
+    char *strings; /* decoded strings of the body */
     size_t strings_len;
     size_t strings_cap;
-    char *record;                              /* prefix + one eventData */
-    uint8_t *packed;                           /* packed good events, back to back */
+    char *record;    /* prefix + one eventData */
+    uint8_t *packed; /* packed good events, back to back */
     size_t packed_len;
     size_t packed_cap;
     size_t packed_offsets[AUDIT_API_MAX_EVENTS];
@@ -88,10 +88,10 @@ struct audit_api {
     char messages[AUDIT_API_MAX_EVENTS][MESSAGE_BYTES]; /* per-event error messages */
     /* body parse */
     s_parse_state_t state;
-    s_field_t field;                           /* key being read in PARSE_EVENT_VALUE */
-    bool has_events;                           /* "auditEvents" seen */
-    const char *error_type;                    /* request-level __type, NULL if fine */
-    char error[MESSAGE_BYTES];                 /* request-level message */
+    s_field_t field;           /* key being read in PARSE_EVENT_VALUE */
+    bool has_events;           /* "auditEvents" seen */
+    const char *error_type;    /* request-level __type, NULL if fine */
+    char error[MESSAGE_BYTES]; /* request-level message */
 };
 
 /* ---- helpers ---- */
@@ -133,8 +133,8 @@ static const char *s_str(const audit_api_t *self, const s_string_t *s)
 
 static bool s_is_id_char(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
 }
 
 static bool s_is_space(char c)
@@ -159,8 +159,9 @@ static int s_on_unexpected(audit_api_t *self, const char *what)
                         "auditEvents[%zu] must be an object {\"id\",\"eventData\"}, found %s",
                         self->entry_count, what);
     case PARSE_EVENT_VALUE:
-        return s_reject(self, "ValidationException", "auditEvents[%zu].%s must be a string, found %s",
-                        self->entry_count - 1, s_field_names[self->field], what);
+        return s_reject(self, "ValidationException",
+                        "auditEvents[%zu].%s must be a string, found %s", self->entry_count - 1,
+                        s_field_names[self->field], what);
     default:
         return s_reject(self, "ValidationException", "unexpected %s in the request body", what);
     }
@@ -358,8 +359,7 @@ static int s_parse_body(audit_api_t *self, const char *body, size_t len)
 
 /* Checks channelArn ("arn:PARTITION:cloudtrail:REGION:ACCOUNT:channel/ID" or
  * a bare channel ID) and copies the ARN's account (or "") into account. */
-static int s_check_channel(audit_api_t *self, const audit_api_request_t *request,
-                           char account[13])
+static int s_check_channel(audit_api_t *self, const audit_api_request_t *request, char account[13])
 {
     const char *arn = request->channel_arn;
     account[0] = '\0';
@@ -478,8 +478,8 @@ static void s_pack(audit_api_t *self, const Cairn__Event *event)
 
 /* Turns the parser's message about the prefixed record into one about
  * eventData, with the CloudTrail Lake errorCode that fits. */
-static void s_fail_record(audit_api_t *self, s_entry_t *entry, const char *why,
-                          size_t prefix_len, size_t brace_offset)
+static void s_fail_record(audit_api_t *self, s_entry_t *entry, const char *why, size_t prefix_len,
+                          size_t brace_offset)
 {
     size_t byte = 0;
     int used = 0;
@@ -628,8 +628,8 @@ static void s_respond_results(audit_api_t *self, cairn_http_response_t *response
 }
 
 void audit_api_put_audit_events(audit_api_t *self, spool_t *spool,
-                                const audit_api_request_t *request,
-                                cairn_http_response_t *response, audit_api_outcome_t *outcome)
+                                const audit_api_request_t *request, cairn_http_response_t *response,
+                                audit_api_outcome_t *outcome)
 {
     memset(outcome, 0, sizeof *outcome);
     self->error_type = NULL;
@@ -640,8 +640,8 @@ void audit_api_put_audit_events(audit_api_t *self, spool_t *spool,
     if (request->body_len > AUDIT_API_MAX_BODY_BYTES) {
         char message[128];
         snprintf(message, sizeof message,
-                 "request body is %zu bytes, over PutAuditEvents' %d-byte limit",
-                 request->body_len, AUDIT_API_MAX_BODY_BYTES);
+                 "request body is %zu bytes, over PutAuditEvents' %d-byte limit", request->body_len,
+                 AUDIT_API_MAX_BODY_BYTES);
         outcome->is_rejected = true;
         s_respond_error(self, response, 413, "ValidationException", message);
         return;
@@ -660,7 +660,8 @@ void audit_api_put_audit_events(audit_api_t *self, spool_t *spool,
         const uint8_t *bufs[AUDIT_API_MAX_EVENTS];
         size_t lens[AUDIT_API_MAX_EVENTS];
         for (size_t i = 0; i < self->packed_count; i++) {
-            size_t end = i + 1 < self->packed_count ? self->packed_offsets[i + 1] : self->packed_len;
+            size_t end =
+                i + 1 < self->packed_count ? self->packed_offsets[i + 1] : self->packed_len;
             bufs[i] = self->packed + self->packed_offsets[i];
             lens[i] = end - self->packed_offsets[i];
         }

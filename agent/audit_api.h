@@ -39,10 +39,10 @@
 #include "event.h"
 #include "spool.h"
 
-#define AUDIT_API_MAX_EVENTS     100            /* auditEvents per request (CloudTrail's) */
-#define AUDIT_API_MAX_BODY_BYTES (1024 * 1024)  /* request body (CloudTrail's 1 MB) */
-#define AUDIT_API_MAX_ID_BYTES   128            /* id: 1..128 of [-_A-Za-z0-9] */
-#define AUDIT_API_MAX_CHANNEL_ARN_BYTES 2048    /* channelArn accepted */
+#define AUDIT_API_MAX_EVENTS            100           /* auditEvents per request (CloudTrail's) */
+#define AUDIT_API_MAX_BODY_BYTES        (1024 * 1024) /* request body (CloudTrail's 1 MB) */
+#define AUDIT_API_MAX_ID_BYTES          128           /* id: 1..128 of [-_A-Za-z0-9] */
+#define AUDIT_API_MAX_CHANNEL_ARN_BYTES 2048          /* channelArn accepted */
 
 typedef struct audit_api audit_api_t;
 
@@ -74,8 +74,8 @@ void audit_api_destroy(audit_api_t **self_p);
  * spool_append (the answer is written only after that commit), and fills
  * response (status, JSON body) and *outcome. The spool is borrowed. */
 void audit_api_put_audit_events(audit_api_t *self, spool_t *spool,
-                                const audit_api_request_t *request,
-                                cairn_http_response_t *response, audit_api_outcome_t *outcome);
+                                const audit_api_request_t *request, cairn_http_response_t *response,
+                                audit_api_outcome_t *outcome);
 
 /* The eventID of the event id sent on channel_arn: the first 16 bytes of
  * SHA-256(channel_arn "\n" id) as a lower-case UUID with version 5 and the

@@ -65,10 +65,10 @@ typedef struct {
 
 /* The packed events of one request, kept until the spool commit. */
 typedef struct {
-    uint8_t *data;     /* packed events, back to back */
+    uint8_t *data; /* packed events, back to back */
     size_t len;
     size_t cap;
-    size_t *offsets;   /* start of each event in data */
+    size_t *offsets; /* start of each event in data */
     size_t count;
     size_t offsets_cap;
 } s_pending_t;
@@ -186,14 +186,19 @@ static const char *s_header(void *ctx, const char *name)
     return cairn_http_header(ctx, name);
 }
 
-/* An AWS-shaped error: {"__type":CODE,"message":MESSAGE}. */
+/* An AWS-shaped error: {"__type":CODE,"message":MESSAGE}. Messages quote
+ * what the client sent (a header, a Content-Type), which may not be UTF-8:
+ * bytes outside ASCII become '?' so the body stays valid JSON. */
 static void s_respond_aws_error(cairn_http_response_t *response, int status, const char *code,
                                 const char *message)
 {
-    char escaped[1024];
-    cairn_json_escape(escaped, sizeof escaped, 0, message);
-    cairn_http_respond(response, status, "{\"__type\":\"%s\",\"message\":\"%s\"}", code,
-                       escaped);
+    char ascii[512], escaped[1024];
+    size_t n = 0;
+    for (; message[n] && n + 1 < sizeof ascii; n++)
+        ascii[n] = (unsigned char)message[n] < 0x80 ? message[n] : '?';
+    ascii[n] = '\0';
+    cairn_json_escape(escaped, sizeof escaped, 0, ascii);
+    cairn_http_respond(response, status, "{\"__type\":\"%s\",\"message\":\"%s\"}", code, escaped);
 }
 
 /* Checks the request's SigV4 signature when keys are configured. Returns 0
@@ -220,20 +225,31 @@ static int s_authenticate(intake_t *self, const cairn_http_request_t *request,
     } else {
         memcpy(target, uri, path_len);
         target[path_len] = '\0';
-        sigv4_request_t signed_request = {request->method, target, question ? question + 1 : "",
-                                          s_header, (void *)request, request->body,
-                                          request->body_len};
+        sigv4_request_t signed_request = {
+            request->method,  target,          question ? question + 1 : "",
+            s_header,         (void *)request, request->body,
+            request->body_len};
         rc = sigv4_verify(self->keys, &signed_request, INTAKE_SIGNING_SERVICE, NULL,
                           cairn_time_now_ms(), &error);
     }
     if (rc == 0)
         return 0;
     switch (error.reason) {
-    case SIGV4_MISSING: atomic_fetch_add(&self->auth_missing, 1); break;
-    case SIGV4_INCOMPLETE: atomic_fetch_add(&self->auth_incomplete, 1); break;
-    case SIGV4_UNKNOWN_KEY: atomic_fetch_add(&self->auth_unknown_key, 1); break;
-    case SIGV4_BAD_SIGNATURE: atomic_fetch_add(&self->auth_bad_signature, 1); break;
-    case SIGV4_EXPIRED: atomic_fetch_add(&self->auth_expired, 1); break;
+    case SIGV4_MISSING:
+        atomic_fetch_add(&self->auth_missing, 1);
+        break;
+    case SIGV4_INCOMPLETE:
+        atomic_fetch_add(&self->auth_incomplete, 1);
+        break;
+    case SIGV4_UNKNOWN_KEY:
+        atomic_fetch_add(&self->auth_unknown_key, 1);
+        break;
+    case SIGV4_BAD_SIGNATURE:
+        atomic_fetch_add(&self->auth_bad_signature, 1);
+        break;
+    case SIGV4_EXPIRED:
+        atomic_fetch_add(&self->auth_expired, 1);
+        break;
     }
     cairn_log_debug("intake: %s %s refused (403 %s, key \"%s\"): %s", request->method,
                     request->path, error.code, error.access_key_id, error.message);
@@ -271,6 +287,9 @@ static int s_check_content_type(intake_t *self, const cairn_http_request_t *requ
              "Content-Type \"%.100s\" is not accepted: send JSON as application/json "
              "(UTF-8)",
              type);
+    for (char *c = message; *c; c++)
+        if ((unsigned char)*c >= 0x80)
+            *c = '?'; /* keep the JSON answer valid UTF-8 */
     if (strcmp(request->path, "/PutAuditEvents") == 0)
         s_respond_aws_error(response, 415, "UnsupportedMediaTypeException", message);
     else
@@ -288,8 +307,9 @@ static void s_handle(void *ctx, const cairn_http_request_t *request,
     if (is_events || is_audit) {
         if (strcmp(request->method, "POST") != 0) {
             atomic_fetch_add(&self->bad_method, 1);
-            cairn_http_respond_error(response, 405, is_events ? "use POST for /v1/events"
-                                                              : "use POST for /PutAuditEvents");
+            cairn_http_respond_error(response, 405,
+                                     is_events ? "use POST for /v1/events"
+                                               : "use POST for /PutAuditEvents");
         } else if (s_authenticate(self, request, response) == 0 &&
                    s_check_content_type(self, request, response) == 0) {
             if (is_events)
@@ -310,13 +330,14 @@ intake_t *intake_new(spool_t *spool, const intake_options_t *options)
     intake_t *self = cairn_calloc(1, sizeof *self);
     self->spool = spool;
     self->region = cairn_strdup(options->defaults.region);
-    self->account_id = cairn_strdup(options->defaults.account_id ? options->defaults.account_id : "");
+    self->account_id =
+        cairn_strdup(options->defaults.account_id ? options->defaults.account_id : "");
     self->defaults.region = self->region;
     self->defaults.account_id = self->account_id;
     self->keys = options->keys;
     self->is_key_ready = pthread_key_create(&self->worker_key, s_worker_free) == 0;
-    unsigned timeout_s = options->request_timeout_s ? options->request_timeout_s
-                                                    : INTAKE_DEFAULT_REQUEST_TIMEOUT_S;
+    unsigned timeout_s =
+        options->request_timeout_s ? options->request_timeout_s : INTAKE_DEFAULT_REQUEST_TIMEOUT_S;
     self->http = cairn_http_new_timed("intake", options->listen, options->thread_count,
                                       options->max_body_bytes, timeout_s, s_handle, self);
     if (!self->http || !self->is_key_ready)

@@ -36,29 +36,29 @@
 typedef struct intake intake_t;
 
 typedef struct {
-    const char *listen;        /* "HOST:PORT" (IPv4 or [IPv6]) */
-    size_t max_body_bytes;     /* largest request body accepted */
-    unsigned thread_count;     /* HTTP worker threads */
-    event_defaults_t defaults; /* awsRegion, recipientAccountId filled in */
+    const char *listen;         /* "HOST:PORT" (IPv4 or [IPv6]) */
+    size_t max_body_bytes;      /* largest request body accepted */
+    unsigned thread_count;      /* HTTP worker threads */
+    event_defaults_t defaults;  /* awsRegion, recipientAccountId filled in */
     unsigned request_timeout_s; /* a request must arrive whole within this; 0 means 10 */
-    const sigv4_keys_t *keys;  /* not NULL: POSTs need SigV4 by one of these (borrowed) */
+    const sigv4_keys_t *keys;   /* not NULL: POSTs need SigV4 by one of these (borrowed) */
 } intake_options_t;
 
 typedef struct {
-    uint64_t requests;         /* requests answered */
-    uint64_t events_accepted;  /* events committed to the spool */
-    uint64_t events_rejected;  /* records rejected as bad input */
-    uint64_t requests_rejected; /* 400/413 answers from /v1/events and PutAuditEvents */
-    uint64_t spool_full;       /* 503 answers */
-    uint64_t audit_calls;      /* PutAuditEvents calls answered 200 (events counted above) */
-    uint64_t bad_content_type; /* 415 answers */
-    uint64_t bad_method;       /* 405 answers */
-    uint64_t auth_missing;     /* 403: no signature (MissingAuthenticationToken) */
-    uint64_t auth_incomplete;  /* 403: malformed signature or X-Amz-Date (IncompleteSignature) */
-    uint64_t auth_unknown_key; /* 403: access key not configured */
+    uint64_t requests;           /* requests answered */
+    uint64_t events_accepted;    /* events committed to the spool */
+    uint64_t events_rejected;    /* records rejected as bad input */
+    uint64_t requests_rejected;  /* 400/413 answers from /v1/events and PutAuditEvents */
+    uint64_t spool_full;         /* 503 answers */
+    uint64_t audit_calls;        /* PutAuditEvents calls answered 200 (events counted above) */
+    uint64_t bad_content_type;   /* 415 answers */
+    uint64_t bad_method;         /* 405 answers */
+    uint64_t auth_missing;       /* 403: no signature (MissingAuthenticationToken) */
+    uint64_t auth_incomplete;    /* 403: malformed signature or X-Amz-Date (IncompleteSignature) */
+    uint64_t auth_unknown_key;   /* 403: access key not configured */
     uint64_t auth_bad_signature; /* 403: signature, scope or payload hash wrong */
-    uint64_t auth_expired;     /* 403: X-Amz-Date more than 15 minutes off */
-    uint64_t timeouts;         /* requests dropped: not received within request_timeout_s */
+    uint64_t auth_expired;       /* 403: X-Amz-Date more than 15 minutes off */
+    uint64_t timeouts;           /* requests dropped: not received within request_timeout_s */
 } intake_stats_t;
 
 /* Starts listening. Returns NULL after logging why (address in use, bad

@@ -35,8 +35,8 @@ struct cairn_http {
     cairn_http_handler_fn *handler;
     void *ctx;
     int port;
-    unsigned request_timeout_s;     /* idle and whole-request limit */
-    atomic_ullong timeout_count;    /* requests dropped by either limit */
+    unsigned request_timeout_s;  /* idle and whole-request limit */
+    atomic_ullong timeout_count; /* requests dropped by either limit */
 };
 
 typedef struct {
@@ -44,10 +44,10 @@ typedef struct {
     size_t len;
     size_t cap;
     int is_too_big;
-    char *uri;          /* request target as sent */
-    int64_t start_ms;   /* monotonic time of the request line */
-    bool is_started;    /* the access handler has seen the headers */
-    bool is_timed_out;  /* dropped at the request deadline */
+    char *uri;         /* request target as sent */
+    int64_t start_ms;  /* monotonic time of the request line */
+    bool is_started;   /* the access handler has seen the headers */
+    bool is_timed_out; /* dropped at the request deadline */
 } s_request_t;
 
 static void *s_uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
@@ -118,8 +118,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
     } else {
         if (req->body)
             req->body[req->len] = '\0';
-        cairn_http_request_t request = {method, url, req->body ? req->body : "", req->len, conn,
-                                        req->uri};
+        cairn_http_request_t request = {method,   url,  req->body ? req->body : "",
+                                        req->len, conn, req->uri};
         self->handler(self->ctx, &request, &resp);
     }
     return s_send(conn, &resp);

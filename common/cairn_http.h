@@ -18,8 +18,7 @@ typedef struct {
     const char *body;         /* request body, NUL-terminated; "" when none */
     size_t body_len;
     void *connection;         /* for cairn_http_header/cairn_http_query */
-    const char *uri;          /* request target as sent: raw path and query, not decoded
-                                 (for signature checks) */
+    const char *uri;          /* request target as sent: raw path and query (for SigV4) */
 } cairn_http_request_t;
 
 typedef struct {

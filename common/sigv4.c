@@ -49,7 +49,7 @@
 
 #define SHA256_BYTES      32
 #define SHA256_HEX_BYTES  64
-#define AMZ_DATE_BYTES    16  /* "YYYYMMDDTHHMMSSZ" */
+#define AMZ_DATE_BYTES    16 /* "YYYYMMDDTHHMMSSZ" */
 #define SCOPE_TERMINATOR  "aws4_request"
 #define ALGORITHM         "AWS4-HMAC-SHA256"
 #define MAX_PATH_SEGMENTS 256 /* segments of a path verified */
@@ -103,11 +103,11 @@ static const char s_hex_upper[] = "0123456789ABCDEF";
 
 /* ---- small helpers ---- */
 
-static int s_refuse(sigv4_error_t *error, sigv4_reason_t reason, const char *code,
-                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int s_refuse(sigv4_error_t *error, sigv4_reason_t reason, const char *code, const char *fmt,
+                    ...) __attribute__((format(printf, 4, 5)));
 
-static int s_refuse(sigv4_error_t *error, sigv4_reason_t reason, const char *code,
-                    const char *fmt, ...)
+static int s_refuse(sigv4_error_t *error, sigv4_reason_t reason, const char *code, const char *fmt,
+                    ...)
 {
     error->reason = reason;
     error->code = code;
@@ -139,8 +139,8 @@ static bool s_span_eq(s_span_t span, const char *s)
 
 static bool s_is_unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.' || c == '~';
 }
 
 static bool s_is_space(char c)
@@ -299,8 +299,8 @@ int sigv4_keys_add(sigv4_keys_t *self, const char *access_key_id, const char *se
     bool is_id_ok = id_len >= 1 && id_len <= SIGV4_MAX_KEY_ID_BYTES;
     for (size_t i = 0; is_id_ok && i < id_len; i++) {
         char c = access_key_id[i];
-        is_id_ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                   c == '_';
+        is_id_ok =
+            (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
     }
     bool is_secret_ok = secret_len >= 1 && secret_len <= SIGV4_MAX_SECRET_BYTES;
     for (size_t i = 0; is_secret_ok && i < secret_len; i++)
@@ -625,7 +625,8 @@ static int s_hash_query(s_hash_t *hash, const char *query, sigv4_error_t *error)
             param->name.len = s_recode(p, (size_t)(name_end - p), scratch + used);
             used += param->name.len;
             param->value.p = scratch + used;
-            param->value.len = eq ? s_recode(eq + 1, (size_t)(pair_end - eq - 1), scratch + used) : 0;
+            param->value.len =
+                eq ? s_recode(eq + 1, (size_t)(pair_end - eq - 1), scratch + used) : 0;
             used += param->value.len;
         }
         p = amp ? amp + 1 : end;
@@ -807,10 +808,9 @@ int sigv4_verify(const sigv4_keys_t *keys, const sigv4_request_t *request, const
 
     /* The string to sign and the signing key chain. */
     char to_sign[512];
-    int to_sign_len = snprintf(to_sign, sizeof to_sign, ALGORITHM "\n%s\n%.8s/%.*s/%s/" SCOPE_TERMINATOR
-                               "\n%s",
-                               amz_date, auth.date.p, (int)auth.region.len, auth.region.p,
-                               service, request_hex);
+    int to_sign_len =
+        snprintf(to_sign, sizeof to_sign, ALGORITHM "\n%s\n%.8s/%.*s/%s/" SCOPE_TERMINATOR "\n%s",
+                 amz_date, auth.date.p, (int)auth.region.len, auth.region.p, service, request_hex);
     if (to_sign_len < 0 || (size_t)to_sign_len >= sizeof to_sign)
         return s_refuse(error, SIGV4_INCOMPLETE, "IncompleteSignature",
                         "credential scope is too long");

@@ -22,13 +22,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SIGV4_MAX_SKEW_MS       (15 * 60 * 1000) /* X-Amz-Date may differ from now by this */
-#define SIGV4_MAX_KEY_ID_BYTES  128              /* longest access key id */
-#define SIGV4_MAX_SECRET_BYTES  1024             /* longest secret access key */
-#define SIGV4_MAX_PATH_BYTES    4096             /* longest raw path verified */
-#define SIGV4_MAX_QUERY_BYTES   8192             /* longest raw query string verified */
-#define SIGV4_MAX_QUERY_PARAMS  128              /* most query parameters verified */
-#define SIGV4_MAX_SIGNED_HEADERS 32              /* most names in SignedHeaders */
+#define SIGV4_MAX_SKEW_MS        (15 * 60 * 1000) /* X-Amz-Date may differ from now by this */
+#define SIGV4_MAX_KEY_ID_BYTES   128              /* longest access key id */
+#define SIGV4_MAX_SECRET_BYTES   1024             /* longest secret access key */
+#define SIGV4_MAX_PATH_BYTES     4096             /* longest raw path verified */
+#define SIGV4_MAX_QUERY_BYTES    8192             /* longest raw query string verified */
+#define SIGV4_MAX_QUERY_PARAMS   128              /* most query parameters verified */
+#define SIGV4_MAX_SIGNED_HEADERS 32               /* most names in SignedHeaders */
 
 /* The access keys a server accepts: access key id -> secret. */
 typedef struct sigv4_keys sigv4_keys_t;
@@ -47,8 +47,8 @@ typedef enum {
  * AWS's (message for the response body, code for its "__type"). */
 typedef struct {
     sigv4_reason_t reason;
-    const char *code;                             /* static string, e.g. "SignatureDoesNotMatch" */
-    char message[512];                            /* e.g. "Signature expired: ..." */
+    const char *code;  /* static string, e.g. "SignatureDoesNotMatch" */
+    char message[512]; /* e.g. "Signature expired: ..." */
     char access_key_id[SIGV4_MAX_KEY_ID_BYTES + 1]; /* key the request claimed, or "" */
 } sigv4_error_t;
 

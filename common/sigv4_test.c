@@ -25,14 +25,15 @@
 
 #include "sigv4.h"
 
-#define KEY_ID      "AKIAIOSFODNN7EXAMPLE"
-#define SECRET      "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-#define SIGNED_MS   (1795519494LL * 1000) /* 20261124T112454Z */
-#define MINUTE_MS   (60 * 1000LL)
-#define PAE_QUERY   "channelArn=arn%3Aaws%3Acloudtrail%3Aus-east-1%3A123456789012%3Achannel%2Fabc"
-#define PAE_BODY    "{\"auditEvents\": [{\"id\": \"1\", \"eventData\": \"{\\\"version\\\":\\\"1.0\\\"}\"}]}"
+#define KEY_ID    "AKIAIOSFODNN7EXAMPLE"
+#define SECRET    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+#define SIGNED_MS (1795519494LL * 1000) /* 20261124T112454Z */
+#define MINUTE_MS (60 * 1000LL)
+#define PAE_QUERY "channelArn=arn%3Aaws%3Acloudtrail%3Aus-east-1%3A123456789012%3Achannel%2Fabc"
+#define PAE_BODY                                                                                   \
+    "{\"auditEvents\": [{\"id\": \"1\", \"eventData\": \"{\\\"version\\\":\\\"1.0\\\"}\"}]}"
 #define PAE_AUTH                                                                                   \
-    "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261124/us-east-1/cloudtrail-data/"          \
+    "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261124/us-east-1/cloudtrail-data/"         \
     "aws4_request, SignedHeaders=content-type;host;x-amz-date, "                                   \
     "Signature=8d34a4856a167d9496a570cabbf3e7b6305345dd40dcf8a880bb0287ec1e753d"
 
@@ -79,7 +80,7 @@ static fake_t s_put_audit_events(void)
                                {"X-Amz-Date", "20261124T112454Z"},
                                {"Authorization", PAE_AUTH},
                                {"amz-sdk-request", "attempt=1"}}};
-    fake.request = (sigv4_request_t){"POST", "/PutAuditEvents", PAE_QUERY, s_header,
+    fake.request = (sigv4_request_t){"POST", "/PutAuditEvents", PAE_QUERY,       s_header,
                                      NULL,   PAE_BODY,          strlen(PAE_BODY)};
     return fake;
 }
@@ -108,17 +109,16 @@ static void accepts_what_the_aws_cli_signs(void **state)
     assert_int_equal(s_verify(keys, &fake, "cloudtrail-data", "us-east-1", SIGNED_MS, &error), 0);
     /* The query is decoded and encoded again: other spellings of the same
      * parameters verify too. */
-    fake.request.query = "channelArn=arn%3aaws%3acloudtrail%3aus-east-1%3a123456789012%3achannel%2fabc";
+    fake.request.query =
+        "channelArn=arn%3aaws%3acloudtrail%3aus-east-1%3a123456789012%3achannel%2fabc";
     assert_int_equal(s_verify(keys, &fake, "cloudtrail-data", NULL, SIGNED_MS, &error), 0);
     fake.request.query = "channelArn=arn:aws:cloudtrail:us-east-1:123456789012:channel/abc";
     assert_int_equal(s_verify(keys, &fake, "cloudtrail-data", NULL, SIGNED_MS, &error), 0);
     /* Within 15 minutes either way. */
-    assert_int_equal(s_verify(keys, &fake, "cloudtrail-data", NULL, SIGNED_MS + 14 * MINUTE_MS,
-                              &error),
-                     0);
-    assert_int_equal(s_verify(keys, &fake, "cloudtrail-data", NULL, SIGNED_MS - 14 * MINUTE_MS,
-                              &error),
-                     0);
+    assert_int_equal(
+        s_verify(keys, &fake, "cloudtrail-data", NULL, SIGNED_MS + 14 * MINUTE_MS, &error), 0);
+    assert_int_equal(
+        s_verify(keys, &fake, "cloudtrail-data", NULL, SIGNED_MS - 14 * MINUTE_MS, &error), 0);
     /* Upper-case hex in Signature is the same signature. */
     s_set_header(&fake, "Authorization",
                  "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261124/us-east-1/"
@@ -145,7 +145,8 @@ static void canonicalizes_headers_path_and_query_like_botocore(void **state)
                                 "SignedHeaders=content-type;host;x-amz-date;x-custom, "
                                 "Signature=87492d44b1140237a15d3f3b706720cef5bb8f5ac5a368bd9de9dc"
                                 "737b88389b"}}};
-    fake.request = (sigv4_request_t){"POST", "/v1/events", NULL, s_header, NULL, body, strlen(body)};
+    fake.request =
+        (sigv4_request_t){"POST", "/v1/events", NULL, s_header, NULL, body, strlen(body)};
     assert_int_equal(s_verify(keys, &fake, "cloudtrail-data", "eu-west-2", SIGNED_MS, &error), 0);
     assert_int_equal(s_verify(keys, &fake, "cloudtrail-data", "us-east-1", SIGNED_MS, &error), -1);
     assert_int_equal(error.reason, SIGV4_BAD_SIGNATURE);
@@ -156,16 +157,17 @@ static void canonicalizes_headers_path_and_query_like_botocore(void **state)
      * the canonical path), unsorted and repeated query parameters, and
      * x-amz-content-sha256. */
     fake_t get = {
-        .headers = {{"Host", "localhost"},
-                    {"X-Amz-Date", "20261124T112454Z"},
-                    {"X-Amz-Content-SHA256",
-                     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
-                    {"Authorization",
-                     "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261124/us-east-1/"
-                     "cloudtrail/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
-                     "Signature=8e57be3008dabd1d44da980d5be75f8d00d6663e1b4b668175a5ab28a2be0447"}}};
-    get.request = (sigv4_request_t){"GET", "/a%20b/./c//d", "b=2&a=x%20y&a=1&c=", s_header, NULL,
-                                    "",    0};
+        .headers = {
+            {"Host", "localhost"},
+            {"X-Amz-Date", "20261124T112454Z"},
+            {"X-Amz-Content-SHA256",
+             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+            {"Authorization",
+             "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261124/us-east-1/"
+             "cloudtrail/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
+             "Signature=8e57be3008dabd1d44da980d5be75f8d00d6663e1b4b668175a5ab28a2be0447"}}};
+    get.request =
+        (sigv4_request_t){"GET", "/a%20b/./c//d", "b=2&a=x%20y&a=1&c=", s_header, NULL, "", 0};
     assert_int_equal(s_verify(keys, &get, "cloudtrail", NULL, SIGNED_MS, &error), 0);
     get.request.query = "c&a=1&b=2&a=x%20y";
     assert_int_equal(s_verify(keys, &get, "cloudtrail", NULL, SIGNED_MS, &error), 0);
@@ -180,7 +182,8 @@ static void matches_the_aws_get_vanilla_vector(void **state)
 {
     sigv4_keys_t *keys = sigv4_keys_new();
     assert_int_equal(
-        sigv4_keys_add(keys, "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", NULL, 0), 0);
+        sigv4_keys_add(keys, "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", NULL, 0),
+        0);
     sigv4_error_t error;
     fake_t fake = {.headers = {{"Host", "example.amazonaws.com"},
                                {"X-Amz-Date", "20150830T123600Z"},
