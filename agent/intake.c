@@ -47,6 +47,9 @@ struct intake {
     atomic_uint_fast64_t events_rejected;
     atomic_uint_fast64_t requests_rejected;
     atomic_uint_fast64_t spool_full;
+    atomic_bool is_spool_full;     /* the last append found the spool full */
+    intake_fallback_fn *fallback;  /* other endpoints (/metrics), or NULL */
+    void *fallback_ctx;
     atomic_uint_fast64_t audit_calls;
     atomic_uint_fast64_t bad_content_type;
     atomic_uint_fast64_t bad_method;
@@ -115,6 +118,19 @@ static int s_collect(void *ctx, size_t index, const Cairn__Event *event)
     return 0;
 }
 
+/* Logs the spool's change of state once per change: full, then room again. */
+static void s_note_spool(intake_t *self, bool is_full)
+{
+    if (is_full)
+        atomic_fetch_add(&self->spool_full, 1);
+    if (atomic_exchange(&self->is_spool_full, is_full) == is_full)
+        return;
+    if (is_full)
+        cairn_log_warning("intake: spool full; answering 503 until the aggregator drains it");
+    else
+        cairn_log_notice("intake: spool has room again; accepting events");
+}
+
 static void s_post_events(intake_t *self, const cairn_http_request_t *request,
                           cairn_http_response_t *response)
 {
@@ -148,11 +164,11 @@ static void s_post_events(intake_t *self, const cairn_http_request_t *request,
     free(bufs);
     free(lens);
     if (rc == 0) {
+        s_note_spool(self, false);
         atomic_fetch_add(&self->events_accepted, pending.count);
         cairn_http_respond(response, 200, "{\"accepted\":%zu}", pending.count);
     } else if (rc == SPOOL_FULL) {
-        if (atomic_fetch_add(&self->spool_full, 1) == 0)
-            cairn_log_warning("intake: spool full, answering 503 until the aggregator drains it");
+        s_note_spool(self, true);
         cairn_http_respond_error(response, 503, "spool full; retry later");
         response->retry_after_s = 1;
     } else
@@ -174,11 +190,13 @@ static void s_put_audit_events(intake_t *self, const cairn_http_request_t *reque
     atomic_fetch_add(&self->events_rejected, outcome.failed_count);
     if (outcome.is_rejected)
         atomic_fetch_add(&self->requests_rejected, 1);
-    else if (outcome.is_spool_full) {
-        if (atomic_fetch_add(&self->spool_full, 1) == 0)
-            cairn_log_warning("intake: spool full, answering 503 until the aggregator drains it");
-    } else if (!outcome.is_spool_error)
+    else if (outcome.is_spool_full)
+        s_note_spool(self, true);
+    else if (!outcome.is_spool_error) {
+        if (outcome.accepted_count)
+            s_note_spool(self, false);
         atomic_fetch_add(&self->audit_calls, 1);
+    }
 }
 
 static const char *s_header(void *ctx, const char *name)
@@ -317,9 +335,17 @@ static void s_handle(void *ctx, const cairn_http_request_t *request,
             else
                 s_put_audit_events(self, request, response);
         }
-    } else if (strcmp(request->path, "/health") == 0)
-        cairn_http_respond(response, 200, "{\"status\":\"ok\",\"spool_pending\":%llu}",
-                           (unsigned long long)spool_pending_count(self->spool));
+    } else if (strcmp(request->path, "/health") == 0) {
+        if (atomic_load(&self->is_spool_full))
+            cairn_http_respond(response, 503,
+                               "{\"status\":\"unhealthy\",\"reason\":\"spool full: the "
+                               "aggregator is not draining it\",\"spool_pending\":%llu}",
+                               (unsigned long long)spool_pending_count(self->spool));
+        else
+            cairn_http_respond(response, 200, "{\"status\":\"ok\",\"spool_pending\":%llu}",
+                               (unsigned long long)spool_pending_count(self->spool));
+    } else if (self->fallback && self->fallback(self->fallback_ctx, request, response))
+        ;
     else
         cairn_http_respond_error(response, 404,
                                  "no such endpoint (try POST /v1/events or POST /PutAuditEvents)");
@@ -328,6 +354,8 @@ static void s_handle(void *ctx, const cairn_http_request_t *request,
 intake_t *intake_new(spool_t *spool, const intake_options_t *options)
 {
     intake_t *self = cairn_calloc(1, sizeof *self);
+    self->fallback = options->fallback;
+    self->fallback_ctx = options->fallback_ctx;
     self->spool = spool;
     self->region = cairn_strdup(options->defaults.region);
     self->account_id =

@@ -9,7 +9,9 @@
  *   POST /PutAuditEvents?channelArn=...[&externalId=...]
  *                     CloudTrail Lake's PutAuditEvents (see audit_api.h):
  *                     partial success, {"successful":[...],"failed":[...]}.
- *   GET /health       200 {"status":"ok"}; never needs a signature.
+ *   GET /health       200 {"status":"ok"}, or 503 with the reason while the
+ *                     spool is full; never needs a signature.
+ *   anything else     the fallback handler's (GET /metrics), else 404.
  *
  * Both POST endpoints take Content-Type application/json (or any
  * application/...+json, or text/plain, or none; a charset, if given, must be
@@ -26,14 +28,22 @@
 #ifndef CAIRN_INTAKE_H
 #define CAIRN_INTAKE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "cairn_http.h"
 
 #include "event.h"
 #include "sigv4.h"
 #include "spool.h"
 
 typedef struct intake intake_t;
+
+/* Answers a request the intake does not know (e.g. GET /metrics), from an
+ * HTTP pool thread. Returns true if it did. */
+typedef bool(intake_fallback_fn)(void *ctx, const cairn_http_request_t *request,
+                                 cairn_http_response_t *response);
 
 typedef struct {
     const char *listen;         /* "HOST:PORT" (IPv4 or [IPv6]) */
@@ -42,6 +52,8 @@ typedef struct {
     event_defaults_t defaults;  /* awsRegion, recipientAccountId filled in */
     unsigned request_timeout_s; /* a request must arrive whole within this; 0 means 10 */
     const sigv4_keys_t *keys;   /* not NULL: POSTs need SigV4 by one of these (borrowed) */
+    intake_fallback_fn *fallback; /* other endpoints, or NULL */
+    void *fallback_ctx;
 } intake_options_t;
 
 typedef struct {

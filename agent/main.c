@@ -1,6 +1,7 @@
 /* cairn-agent: captures a region's audit events, spools them durably and
  * ships them to the aggregator. Reads the config, builds the objects, runs
  * the loop, destroys them in reverse order. */
+#include "agent_metrics.h"
 #include "cairn_log.h"
 #include "cairn_signal.h"
 #include "config.h"
@@ -43,7 +44,8 @@ static void s_usage(FILE *out)
             "  POST /v1/events     one record, a JSON array of records, or {\"Records\":[...]}\n"
             "  POST /PutAuditEvents?channelArn=ARN  CloudTrail Lake's PutAuditEvents\n"
             "                      (aws cloudtrail-data put-audit-events --endpoint-url ...)\n"
-            "  GET  /health        200 when the agent can accept events\n"
+            "  GET  /health        200 when the agent can accept events, else 503 + reason\n"
+            "  GET  /metrics       Prometheus metrics\n"
             "\n"
             "Signals: SIGTERM/SIGINT stop cleanly; spooled events are kept. SIGHUP\n"
             "reloads the log level.\n");
@@ -191,8 +193,15 @@ int main(int argc, char **argv)
     int rc = 1;
     zloop_t *loop = zloop_new();
     spool_t *spool = spool_new(settings.data_dir, settings.spool_map_bytes, settings.is_durable);
+    agent_metrics_t metrics = {.spool = spool,
+                               .agent_id = settings.shipper.agent_id,
+                               .region = settings.shipper.region};
+    settings.intake.fallback = agent_metrics_handle;
+    settings.intake.fallback_ctx = &metrics;
     intake_t *intake = spool ? intake_new(spool, &settings.intake) : NULL;
+    atomic_store(&metrics.intake, intake);
     shipper_t *shipper = intake ? shipper_new(spool, loop, &settings.shipper) : NULL;
+    atomic_store(&metrics.shipper, shipper);
     if (shipper && !settings.shipper.secret_key_file)
         cairn_log_warning("agent %s: [security] curve = off: events travel to the aggregator in "
                           "PLAIN TEXT and unauthenticated",
@@ -212,8 +221,9 @@ int main(int argc, char **argv)
                          (unsigned long long)spool_pending_count(spool));
         rc = 0;
     }
-    shipper_destroy(&shipper);
+    /* The intake (and its /metrics) stops first: nothing reads the others then. */
     intake_destroy(&intake);
+    shipper_destroy(&shipper);
     sigv4_keys_destroy(&settings.keys);
     spool_destroy(&spool);
     zloop_destroy(&loop);

@@ -29,6 +29,7 @@
 #include "cairn.pb-c.h"
 #include "event.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #define SHIPPER_HEAD_ROOM   16    /* envelope tag + length, written before a batch */
@@ -67,7 +68,10 @@ struct shipper {
     int64_t connect_at_ms;  /* monotonic time of the next (re)connect */
     int64_t backoff_ms;     /* next reconnect delay */
     int64_t last_heartbeat_ms; /* monotonic */
-    shipper_stats_t stats;
+    shipper_stats_t stats;        /* loop thread's counters */
+    pthread_mutex_t snapshot_lock; /* guards snapshot */
+    bool is_lock_ready;
+    shipper_stats_t snapshot;     /* copy for other threads, refreshed each tick */
 };
 
 static int s_on_message(zloop_t *loop, zsock_t *reader, void *arg);
@@ -232,9 +236,20 @@ static int s_send_batch(shipper_t *self)
     return 1;
 }
 
+static int s_tick(shipper_t *self);
+
 static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
 {
     shipper_t *self = arg;
+    int rc = s_tick(self);
+    pthread_mutex_lock(&self->snapshot_lock);
+    self->snapshot = self->stats;
+    pthread_mutex_unlock(&self->snapshot_lock);
+    return rc;
+}
+
+static int s_tick(shipper_t *self)
+{
     int64_t now = cairn_time_mono_ms();
     if (!self->dealer) {
         if (now >= self->connect_at_ms && s_connect(self) != 0)
@@ -398,6 +413,7 @@ shipper_t *shipper_new(spool_t *spool, zloop_t *loop, const shipper_options_t *o
         self->options.silence_ms = 5000;
     self->backoff_ms = SHIPPER_BACKOFF_MIN;
     self->timer_id = -1;
+    self->is_lock_ready = pthread_mutex_init(&self->snapshot_lock, NULL) == 0;
     /* Head room + header + every event's framing; one event may exceed
      * batch_max_bytes. */
     self->buffer_cap = SHIPPER_HEAD_ROOM + options->batch_max_bytes + 2 * EVENT_MAX_RECORD_BYTES +
@@ -405,8 +421,8 @@ shipper_t *shipper_new(spool_t *spool, zloop_t *loop, const shipper_options_t *o
     self->buffer = cairn_malloc(self->buffer_cap);
     self->flights = cairn_calloc(self->options.window_batches, sizeof *self->flights);
     self->next_seq = spool_acked_seq(spool) + 1;
-    int rc = 0;
-    if (options->secret_key_file) {
+    int rc = self->is_lock_ready ? 0 : -1;
+    if (rc == 0 && options->secret_key_file) {
         self->cert = zcert_load(options->secret_key_file);
         zcert_t *server = self->cert ? zcert_load(options->aggregator_public_key_file) : NULL;
         if (!self->cert)
@@ -444,6 +460,8 @@ void shipper_destroy(shipper_t **self_p)
         zloop_timer_end(self->loop, self->timer_id);
     s_close(self);
     zcert_destroy(&self->cert);
+    if (self->is_lock_ready)
+        pthread_mutex_destroy(&self->snapshot_lock);
     free(self->server_key);
     free(self->buffer);
     free(self->flights);
@@ -456,5 +474,7 @@ void shipper_destroy(shipper_t **self_p)
 
 void shipper_get_stats(shipper_t *self, shipper_stats_t *stats)
 {
-    *stats = self->stats;
+    pthread_mutex_lock(&self->snapshot_lock);
+    *stats = self->snapshot;
+    pthread_mutex_unlock(&self->snapshot_lock);
 }

@@ -62,6 +62,8 @@ shipper_t *shipper_new(spool_t *spool, zloop_t *loop, const shipper_options_t *o
 /* Unregisters from the loop and frees. Unacknowledged events stay spooled. */
 void shipper_destroy(shipper_t **self_p);
 
+/* Copies the counters as of the shipper's last tick (at most linger_ms
+ * old). Any thread. */
 void shipper_get_stats(shipper_t *self, shipper_stats_t *stats);
 
 #endif

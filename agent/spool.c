@@ -135,18 +135,20 @@ static int s_restore(spool_t *self)
  * database 0, whose values are page-number lists led by their count, as
  * mdb_stat -f reads them). LMDB opens database 0 only to read-only
  * transactions, hence a short one of its own (allowed beside the write
- * transaction thanks to MDB_NOTLS). Read only when the file's high-water mark
- * is past half the map, so the common case costs one mdb_env_info. */
-static size_t s_available_bytes(spool_t *self)
+ * transaction thanks to MDB_NOTLS). Unless is_exact, the free list is read
+ * only when the file's high-water mark is past half the map, so the common
+ * case of an append costs one mdb_env_info. Sets *page_bytes and *total. */
+static size_t s_free_pages(spool_t *self, bool is_exact, size_t *page_bytes, size_t *total)
 {
     MDB_envinfo info;
     MDB_stat st;
     mdb_env_info(self->env, &info);
     mdb_env_stat(self->env, &st);
-    size_t total_pages = info.me_mapsize / st.ms_psize;
-    size_t unused = total_pages > info.me_last_pgno + 1 ? total_pages - info.me_last_pgno - 1 : 0;
-    if (unused > total_pages / 2)
-        return unused * st.ms_psize;
+    *page_bytes = st.ms_psize;
+    *total = info.me_mapsize / st.ms_psize;
+    size_t unused = *total > info.me_last_pgno + 1 ? *total - info.me_last_pgno - 1 : 0;
+    if (!is_exact && unused > *total / 2)
+        return unused;
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
     if (mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn) == 0 &&
@@ -161,7 +163,21 @@ static size_t s_available_bytes(spool_t *self)
     }
     if (txn)
         mdb_txn_abort(txn);
-    return unused * st.ms_psize;
+    return unused;
+}
+
+static size_t s_available_bytes(spool_t *self)
+{
+    size_t page_bytes, total;
+    return s_free_pages(self, false, &page_bytes, &total) * page_bytes;
+}
+
+void spool_size(spool_t *self, uint64_t *used_bytes, uint64_t *map_bytes)
+{
+    size_t page_bytes, total;
+    size_t free_pages = s_free_pages(self, true, &page_bytes, &total);
+    *map_bytes = (uint64_t)total * page_bytes;
+    *used_bytes = (uint64_t)(total - free_pages) * page_bytes;
 }
 
 spool_t *spool_new(const char *dir, int64_t map_bytes, bool is_durable)

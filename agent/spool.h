@@ -58,6 +58,9 @@ uint64_t spool_acked_seq(spool_t *self);
  * taken for the old one. */
 const char *spool_id(const spool_t *self);
 
+/* Bytes of the map in use (pages holding data) and the map's size. */
+void spool_size(spool_t *self, uint64_t *used_bytes, uint64_t *map_bytes);
+
 /* Events appended and not yet acknowledged. */
 uint64_t spool_pending_count(spool_t *self);
 
