@@ -36,6 +36,8 @@
 #define SHIPPER_BACKOFF_MIN 200   /* ms before the first reconnect */
 #define SHIPPER_BACKOFF_MAX 10000 /* ms between reconnects, at most */
 #define SHIPPER_REFUSED_MS  30000 /* ms before trying again after a Refusal */
+#define SHIPPER_PROGRESS_MS 10000 /* ms between backlog reports */
+#define SHIPPER_PROGRESS_MIN_EVENTS 50000 /* a backlog worth reporting */
 
 typedef struct {
     uint64_t first_seq;
@@ -68,6 +70,9 @@ struct shipper {
     int64_t connect_at_ms;  /* monotonic time of the next (re)connect */
     int64_t backoff_ms;     /* next reconnect delay */
     int64_t last_heartbeat_ms; /* monotonic */
+    int64_t progress_at_ms; /* monotonic time of the last backlog report */
+    uint64_t progress_acked; /* events acked at that time */
+    bool is_draining;       /* a large backlog was reported */
     shipper_stats_t stats;        /* loop thread's counters */
     pthread_mutex_t snapshot_lock; /* guards snapshot */
     bool is_lock_ready;
@@ -238,6 +243,28 @@ static int s_send_batch(shipper_t *self)
 
 static int s_tick(shipper_t *self);
 
+/* While a large backlog drains (after an outage), says every 10 s how much
+ * is left and how fast it goes, and once when it is done. */
+static void s_report_backlog(shipper_t *self, int64_t now)
+{
+    if (now - self->progress_at_ms < SHIPPER_PROGRESS_MS)
+        return;
+    uint64_t pending = spool_pending_count(self->spool);
+    uint64_t acked = self->stats.events_acked;
+    bool is_large = pending > SHIPPER_PROGRESS_MIN_EVENTS;
+    if (is_large && self->progress_at_ms) {
+        double rate = (double)(acked - self->progress_acked) * 1000.0 /
+                      (double)(now - self->progress_at_ms);
+        cairn_log_notice("shipper[%s]: backlog %llu events, draining at %.0f events/s",
+                         self->region, (unsigned long long)pending, rate);
+    } else if (!is_large && self->is_draining)
+        cairn_log_notice("shipper[%s]: backlog drained (%llu events pending)", self->region,
+                         (unsigned long long)pending);
+    self->is_draining = is_large;
+    self->progress_at_ms = now;
+    self->progress_acked = acked;
+}
+
 static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
 {
     shipper_t *self = arg;
@@ -285,6 +312,7 @@ static int s_tick(shipper_t *self)
         self->next_seq = spool_acked_seq(self->spool) + 1;
     while (self->flight_count < self->options.window_batches && s_send_batch(self) == 1)
         ;
+    s_report_backlog(self, now);
     if (now - self->last_heartbeat_ms >= self->options.heartbeat_ms) {
         Cairn__Heartbeat heartbeat = CAIRN__HEARTBEAT__INIT;
         heartbeat.sent_ms = cairn_time_now_ms();

@@ -231,9 +231,9 @@ static int s_parse_endpoint(const char *endpoint, s_str_t *scheme, s_str_t *auth
     }
     size_t authority_len = strcspn(rest, "/?#");
     const char *after = rest + authority_len;
-    if (authority_len == 0 || memchr(rest, '@', authority_len) || *after == '?' ||
-        *after == '#' || strchr(after, '?') || strchr(after, '#') ||
-        s_has_control_chars(endpoint) || strchr(endpoint, ' ')) {
+    if (authority_len == 0 || memchr(rest, '@', authority_len) || *after == '?' || *after == '#' ||
+        strchr(after, '?') || strchr(after, '#') || s_has_control_chars(endpoint) ||
+        strchr(endpoint, ' ')) {
         snprintf(err, errlen,
                  "endpoint \"%s\": expected http(s)://host[:port][/path], without user, query "
                  "or fragment",
@@ -286,9 +286,8 @@ static size_t s_on_response(char *data, size_t size, size_t count, void *ctx)
 static int s_setup_curl(bucket_s3_t *self, const bucket_options_t *options, char *err,
                         size_t errlen)
 {
-    int64_t connect_ms = options && options->connect_timeout_ms > 0
-                             ? options->connect_timeout_ms
-                             : S3_DEFAULT_CONNECT_TIMEOUT_MS;
+    int64_t connect_ms = options && options->connect_timeout_ms > 0 ? options->connect_timeout_ms
+                                                                    : S3_DEFAULT_CONNECT_TIMEOUT_MS;
     int64_t timeout_ms =
         options && options->timeout_ms > 0 ? options->timeout_ms : S3_DEFAULT_TIMEOUT_MS;
     bool is_verified = !(options && options->is_insecure);
@@ -357,8 +356,10 @@ static int s_parse_url(bucket_s3_t *self, const char *url, char *err, size_t err
     memcpy(self->prefix, prefix, prefix_len);
     self->prefix[prefix_len] = '\0';
     if (s_has_control_chars(self->prefix) || prefix_len > S3_KEY_MAX / 2) {
-        snprintf(err, errlen, "bucket URL \"%s\": the prefix has control characters or is longer "
-                 "than %d bytes", url, S3_KEY_MAX / 2);
+        snprintf(err, errlen,
+                 "bucket URL \"%s\": the prefix has control characters or is longer "
+                 "than %d bytes",
+                 url, S3_KEY_MAX / 2);
         return -1;
     }
     return 0;
@@ -391,9 +392,8 @@ bucket_s3_t *bucket_s3_new(const char *url, const bucket_options_t *options, cha
         s_setting(options->access_key_id, "AWS_ACCESS_KEY_ID", NULL, &is_key_from_env);
     const char *secret =
         s_setting(options->secret_access_key, "AWS_SECRET_ACCESS_KEY", NULL, &is_secret_from_env);
-    const char *token = options->session_token && options->session_token[0]
-                            ? options->session_token
-                            : NULL;
+    const char *token =
+        options->session_token && options->session_token[0] ? options->session_token : NULL;
     is_token_from_env = false;
     if (!token && is_key_from_env)
         token = s_setting(NULL, "AWS_SESSION_TOKEN", NULL, &is_token_from_env);
@@ -456,15 +456,14 @@ bucket_s3_t *bucket_s3_new(const char *url, const bucket_options_t *options, cha
 
         char masked[16];
         s_mask(key_id, masked);
-        s_str_printf(&description, "s3://%s%s%s (region %s, endpoint %s://%s%s, %s style, access "
-                     "key %s%s, credentials from the %s%s)",
-                     self->name, self->prefix[0] ? "/" : "", self->prefix, region, scheme.data,
-                     authority.data, path.data, is_path_style ? "path" : "virtual-host", masked,
-                     token ? " with a session token" : "",
-                     is_key_from_env ? "environment" : "configuration",
-                     options->is_insecure && strcmp(scheme.data, "https") == 0
-                         ? ", TLS NOT VERIFIED"
-                         : "");
+        s_str_printf(
+            &description,
+            "s3://%s%s%s (region %s, endpoint %s://%s%s, %s style, access "
+            "key %s%s, credentials from the %s%s)",
+            self->name, self->prefix[0] ? "/" : "", self->prefix, region, scheme.data,
+            authority.data, path.data, is_path_style ? "path" : "virtual-host", masked,
+            token ? " with a session token" : "", is_key_from_env ? "environment" : "configuration",
+            options->is_insecure && strcmp(scheme.data, "https") == 0 ? ", TLS NOT VERIFIED" : "");
         self->description = s_str_take(&description);
     }
 
@@ -532,7 +531,8 @@ static bool s_xml_text(const char *xml, const char *tag, char *out, size_t size)
     static const struct {
         const char *entity;
         char c;
-    } entities[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+    } entities[] = {
+        {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
     size_t n = 0;
     for (const char *p = start; p < end && n + 1 < size;) {
         char c = *p;
@@ -639,11 +639,11 @@ int bucket_s3_put(bucket_s3_t *self, const char *key, const void *data, size_t l
     if (s_xml_text(self->response, "Code", s3_code, sizeof s3_code)) {
         if (!s_xml_text(self->response, "Message", message, sizeof message))
             message[0] = '\0';
-        snprintf(err, errlen, "s3://%s/%s: %ld %s%s%s", self->name, full_key.data, status,
-                 s3_code, message[0] ? ": " : "", message);
+        snprintf(err, errlen, "s3://%s/%s: %ld %s%s%s", self->name, full_key.data, status, s3_code,
+                 message[0] ? ": " : "", message);
     } else {
-        snprintf(err, errlen, "s3://%s/%s: HTTP %ld without an S3 error in the answer",
-                 self->name, full_key.data, status);
+        snprintf(err, errlen, "s3://%s/%s: HTTP %ld without an S3 error in the answer", self->name,
+                 full_key.data, status);
     }
 out:
     curl_slist_free_all(headers);

@@ -74,7 +74,8 @@ static void urls_give_bucket_prefix_and_addressing(void **state)
     /* AWS: virtual-host style, unless the name cannot be a host name. */
     s_assert_locates("s3://my-bucket", &aws, "AWSLogs/x.json.gz",
                      "https://my-bucket.s3.eu-west-1.amazonaws.com/AWSLogs/x.json.gz");
-    s_assert_locates("s3://my-bucket/", &aws, "k", "https://my-bucket.s3.eu-west-1.amazonaws.com/k");
+    s_assert_locates("s3://my-bucket/", &aws, "k",
+                     "https://my-bucket.s3.eu-west-1.amazonaws.com/k");
     s_assert_locates("s3://my-bucket//trail/a//", &aws, "k",
                      "https://my-bucket.s3.eu-west-1.amazonaws.com/trail/a/k");
     s_assert_locates("s3://my.dotted.bucket/p", &aws, "k",
@@ -128,10 +129,12 @@ static void keys_are_percent_encoded_keeping_slashes(void **state)
     s_assert_locates("s3://b/trail logs/ü", &local, "AWSLogs/a b/c+d=e&f?g#h%i~j_k-l.m/é.json.gz",
                      "http://127.0.0.1:9000/b/trail%20logs/%C3%BC/"
                      "AWSLogs/a%20b/c%2Bd%3De%26f%3Fg%23h%25i~j_k-l.m/%C3%A9.json.gz");
-    s_assert_locates("s3://b", &local, "AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/27/"
-                     "111122223333_CloudTrail_us-east-1_20261127T0305Z_Ab12Cd34Ef56Gh78.json.gz",
-                     "http://127.0.0.1:9000/b/AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/"
-                     "27/111122223333_CloudTrail_us-east-1_20261127T0305Z_Ab12Cd34Ef56Gh78.json.gz");
+    s_assert_locates(
+        "s3://b", &local,
+        "AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/27/"
+        "111122223333_CloudTrail_us-east-1_20261127T0305Z_Ab12Cd34Ef56Gh78.json.gz",
+        "http://127.0.0.1:9000/b/AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/"
+        "27/111122223333_CloudTrail_us-east-1_20261127T0305Z_Ab12Cd34Ef56Gh78.json.gz");
 
     char err[512], out[64];
     bucket_t *bucket = bucket_new("s3://b/p", &local, err, sizeof err);
@@ -229,9 +232,9 @@ static void put_to_a_closed_port_says_where_and_why(void **state)
     options.timeout_ms = 5000;
     bucket_t *bucket = bucket_new("s3://b/pre", &options, err, sizeof err);
     assert_non_null(bucket);
-    assert_int_equal(bucket_put(bucket, "AWSLogs/x.json.gz", "data", 4, "application/json", err,
-                                sizeof err),
-                     -1);
+    assert_int_equal(
+        bucket_put(bucket, "AWSLogs/x.json.gz", "data", 4, "application/json", err, sizeof err),
+        -1);
     if (strncmp(err, "s3://b/pre/AWSLogs/x.json.gz: ", 30) != 0 || !strstr(err, "onnect"))
         fail_msg("unexpected error: %s", err);
     assert_null(strstr(err, TEST_SECRET));

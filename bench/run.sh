@@ -33,8 +33,10 @@ Options:
   --quick            ~20,000 events, delivery interval 2 s; checks that every
                      unique event was delivered exactly once (exit 1 if not).
                      Under a minute.
-  --seconds N        load duration (default 60; quick mode sends a count)
-  --count N          send N events instead of loading for --seconds
+  --seconds N        load duration (default 60; quick mode and catch-up send a
+                     count instead)
+  --count N          send N events instead of loading for --seconds (default:
+                     quick 20,000; catch-up 300,000)
   --build-dir DIR    CMake build directory with the programs (default ./build)
   --interval S       delivery interval (default 300; quick 2)
   --connections N    loadgen connections (default 4 per agent)
@@ -107,7 +109,13 @@ if ((QUICK)); then
     [[ -n $SECONDS_OPT || -n $COUNT ]] || COUNT=20000
 else
     : "${INTERVAL:=300}" "${DUPLICATES:=0.01}"
-    [[ -n $SECONDS_OPT || -n $COUNT ]] || SECONDS_OPT=60
+    if [[ -z $SECONDS_OPT && -z $COUNT ]]; then
+        if [[ $SCENARIO == catch-up ]]; then
+            COUNT=300000 # what the agent's 1 GB spool holds comfortably while the aggregator is down
+        else
+            SECONDS_OPT=60
+        fi
+    fi
 fi
 : "${CONNECTIONS:=$((4 * NAGENTS))}"
 for v in "$INTERVAL" "$CONNECTIONS" "$BATCH" "$RATE" ${SECONDS_OPT:+"$SECONDS_OPT"} ${COUNT:+"$COUNT"}; do
@@ -171,7 +179,8 @@ health_get() {
     hostport=${url%%/*}
     path=/${url#*/}
     HEALTH=""
-    exec {fd}<>"/dev/tcp/${hostport%:*}/${hostport##*:}" 2>/dev/null || return 1
+    # (a bare "exec ... 2>/dev/null" would silence this shell's stderr for good)
+    { exec {fd}<>"/dev/tcp/${hostport%:*}/${hostport##*:}"; } 2>/dev/null || return 1
     printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hostport" >&"$fd"
     while IFS= read -r -t 5 line <&"$fd"; do HEALTH=$line; done
     [[ -n $line ]] && HEALTH=$line # the body has no final newline
@@ -275,7 +284,7 @@ while kill -0 "$LOADGEN_PID" 2>/dev/null; do
         kill "$LOADGEN_PID" 2>/dev/null || true
         die "cairn-loadgen did not finish within $LOAD_LIMIT_S s"
     fi
-    pause 0.5
+    pause 0.1
 done
 LOADGEN_RC=0
 wait "$LOADGEN_PID" || LOADGEN_RC=$?
@@ -365,7 +374,7 @@ if ((WAIT_DELIVERY)) && [[ -n $T_STORED ]]; then
                 if ((${EPOCHREALTIME%.*} >= window_end)); then
                     cpu_snapshot CPU_END
                     BUCKET_JSON=$(count_bucket)
-                    [[ $BUCKET_JSON =~ \"records\":([0-9]+) ]] && DELIVERED=${BASH_REMATCH[1]}
+                    [[ $BUCKET_JSON =~ \"records\":\ *([0-9]+) ]] && DELIVERED=${BASH_REMATCH[1]}
                     if ((${DELIVERED:-0} >= UNIQUE)); then
                         T_DELIVERED=$last_change
                         break
@@ -411,6 +420,9 @@ STORE_BYTES=$(du_bytes "$CAIRN_STORE_DIR")
     echo "t_delivered=$T_DELIVERED"
     echo "stored=$STORED"
     echo "wait_delivery=$WAIT_DELIVERY"
+    curve=0
+    grep -Eq '^[[:space:]]*curve[[:space:]]*=[[:space:]]*(on|true|yes)' "$DIR/aggregator.conf" && curve=1
+    echo "curve=$curve"
     echo "spool_bytes=$SPOOL_BYTES"
     echo "store_bytes=$STORE_BYTES"
     echo "loadgen=$LOADGEN_JSON"
@@ -451,7 +463,7 @@ out = {
     "scenario": m["scenario"], "quick": m["quick"] == "1", "build_type": m["build_type"],
     "regions": m["regions"].split(","), "interval_s": int(m["interval"]),
     "connections": int(m["connections"]), "batch": int(m["batch"]), "rate_target": float(m["rate"]),
-    "curve": False, "durable": True,
+    "curve": m["curve"] == "1", "durable": True,
     "events_sent": lg["events_sent"], "events_accepted": lg["events_accepted"],
     "events_unique": unique, "duplicates_sent": lg["duplicates_sent"], "errors": lg["errors"],
     "events_stored": int(m["stored"] or 0), "events_delivered": delivered,
@@ -506,8 +518,9 @@ rows.append(("  cairn-loadgen: CPU s", f"{lg['cpu_s']:.2f}"))
 for n in agents + (["aggregator"] if "aggregator" in procs else []):
     rows.append((f"  {n}: peak RSS / peak anon RSS", f"{procs[n]['hwm']:,} / {procs[n]['anon']:,} KiB"))
 rows += [
-    ("disk per million events: spool (high water) / store / bucket",
-     f"{fmt(out['spool_bytes_per_million'])} / {fmt(out['store_bytes_per_million'])} / {fmt(out['bucket_bytes_per_million'])} B"),
+    ("disk, MB per million events: spool (high water) / store / bucket",
+     " / ".join("-" if out[k] is None else f"{out[k] / 1e6:,.0f}"
+                for k in ("spool_bytes_per_million", "store_bytes_per_million", "bucket_bytes_per_million"))),
     ("compression ratio (JSON / gzip)", fmt(out["compression_ratio"])),
     ("load average before / after", f"{out['load_before']} / {out['load_after']}"),
 ]

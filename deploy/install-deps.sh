@@ -15,6 +15,7 @@ PACKAGES=(
     libdeflate-dev zlib1g-dev
     libmicrohttpd-dev libyajl-dev libcmocka-dev
     curl python3
+    dpkg-dev
 )
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then

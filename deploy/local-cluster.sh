@@ -6,6 +6,11 @@
 # Everything the cluster has lives under DIR: configs, data, logs, pid files,
 # and DIR/cluster.env which tests and scripts source to find it.
 #
+# With --netns NAME the whole cluster runs inside a network namespace the
+# script creates (and down deletes): the aggregator on 127.0.1.1, the regions
+# on 127.0.2.1, 127.0.3.1, ..., so a test can cut one region off with an
+# nftables rule inside the namespace. Nothing of it is reachable from outside.
+#
 # It builds nothing. See usage() for where the programs come from.
 set -euo pipefail
 
@@ -15,12 +20,14 @@ REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
 
 HEALTH_TIMEOUT=20 # seconds to wait for each process to answer /health
 STOP_TIMEOUT=10   # seconds between SIGTERM and SIGKILL
+NETNS=""          # the cluster's network namespace (--netns), "" for none
+NS_EXEC=()        # prefix that runs a command inside it: ip netns exec NETNS
 
 usage() {
     cat <<EOF
 Usage:
   $PROG up --dir DIR [--regions R1,R2,...] [--interval SECONDS] [--account ID]
-           [--bucket URL]
+           [--bucket URL] [--netns NAME]
   $PROG down --dir DIR
   $PROG status --dir DIR
   $PROG start-aggregator --dir DIR
@@ -58,13 +65,24 @@ Options of up:
                      variables (AWS_REGION, AWS_ENDPOINT_URL_S3,
                      AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...) of the
                      environment that runs up or start-aggregator.
+  --netns NAME       Run the cluster inside a new network namespace NAME
+                     (ip netns add; must not exist yet; needs root): the
+                     aggregator on 127.0.1.1, region i (1, 2, ...) on
+                     127.0.<i+1>.1, each agent connecting from its own
+                     address. Every later command starts programs and health
+                     checks inside it (ip netns exec); down deletes it. The
+                     name is kept in DIR/netns. Clients must run inside the
+                     namespace too (ip netns exec NAME curl ...).
 
 Files in DIR: aggregator.conf, agent-<region>.conf, <name>.log, <name>.pid,
 aggregator/ (the store), agent-<region>/ (the spools), bucket/ and
 cluster.env, which sets CAIRN_BUCKET_DIR, CAIRN_BUCKET_URL, CAIRN_STORE_DIR,
 CAIRN_AGGREGATOR_ENDPOINT, CAIRN_AGGREGATOR_HEALTH_URL, CAIRN_AGENT_URLS
 (in the order of --regions), CAIRN_REGIONS, CAIRN_AGGREGATOR_PID_FILE,
-CAIRN_AGENT_PID_FILES, CAIRN_INTERVAL and CAIRN_ACCOUNT.
+CAIRN_AGENT_PID_FILES, CAIRN_INTERVAL, CAIRN_ACCOUNT, CAIRN_NETNS (the
+namespace, empty without --netns), CAIRN_AGGREGATOR_ADDR and
+CAIRN_AGENT_ADDRS (the loopback address of the aggregator and of each agent,
+in the order of --regions).
 
 Configs are the example configs deploy/cairn-agent.conf and
 deploy/cairn-aggregator.conf with addresses, paths and keys replaced. CURVE
@@ -122,7 +140,7 @@ is_ours() {
     ((${#argv[@]} > 0)) || return 1
     case ${argv[0]##*/} in
     cairn-*) return 0 ;;
-    setsid | nohup) [[ ${argv[*]} == *cairn-* ]] ;;
+    setsid | nohup | ip) [[ ${argv[*]} == *cairn-* ]] ;;
     *) return 1 ;;
     esac
 }
@@ -191,8 +209,9 @@ start_one() {
         echo "---- $(date -u +%Y-%m-%dT%H:%M:%SZ) starting $bin --config $conf"
     } >>"$dir/$name.log"
     # Without job control a background job is not a process-group leader, so
-    # setsid execs in place and $! is the program's own PID.
-    setsid nohup "$bin" --config "$conf" >>"$dir/$name.log" 2>&1 </dev/null &
+    # setsid execs in place and $! is the program's own PID (ip netns exec
+    # execs in place too).
+    "${NS_EXEC[@]+"${NS_EXEC[@]}"}" setsid nohup "$bin" --config "$conf" >>"$dir/$name.log" 2>&1 </dev/null &
     echo "$!" >"$dir/$name.pid"
 }
 
@@ -203,7 +222,7 @@ wait_healthy() {
     pid=$(read_pid "$dir/$name.pid")
     deadline=$((SECONDS + HEALTH_TIMEOUT))
     while :; do
-        if curl -sf --max-time 2 -o /dev/null "$url"; then
+        if "${NS_EXEC[@]+"${NS_EXEC[@]}"}" curl -sf --max-time 2 -o /dev/null "$url"; then
             echo "$name is up (pid $pid, $url)"
             return 0
         fi
@@ -242,7 +261,7 @@ health_url() {
 
 # free_ports N: prints N distinct free loopback TCP ports, one a line.
 free_ports() {
-    python3 - "$1" <<'EOF'
+    "${NS_EXEC[@]+"${NS_EXEC[@]}"}" python3 - "$1" <<'EOF'
 import socket, sys
 socks = []
 for _ in range(int(sys.argv[1])):
@@ -253,6 +272,63 @@ for s in socks:
     print(s.getsockname()[1])
     s.close()
 EOF
+}
+
+# --- network namespace ----------------------------------------------------
+
+# use_netns NAME: run every later program and health check inside NAME.
+use_netns() {
+    NETNS=$1
+    NS_EXEC=(ip netns exec "$NETNS")
+}
+
+# netns_exists NAME: true if the network namespace NAME exists.
+netns_exists() {
+    ip netns list 2>/dev/null | awk '{ print $1 }' | grep -qxF -- "$1"
+}
+
+# load_netns DIR: if the cluster in DIR runs in a namespace (DIR/netns), use it.
+load_netns() {
+    local name=""
+    if [[ -f $1/netns ]]; then
+        read -r name <"$1/netns" || true
+    fi
+    if [[ -n $name ]]; then use_netns "$name"; fi
+}
+
+# create_netns DIR NAME: creates the namespace NAME with its lo up, records
+# it in DIR/netns (down deletes only what is recorded there) and uses it.
+# Every 127.x.y.z address works on lo inside it without adding one: the
+# kernel's local route covers 127.0.0.0/8.
+create_netns() {
+    local dir=$1 name=$2
+    command -v ip >/dev/null || die "--netns needs ip (iproute2)"
+    if netns_exists "$name"; then
+        die "network namespace $name exists already; pick another name (this script deletes only namespaces it made)"
+    fi
+    ip netns add "$name" || die "cannot create network namespace $name (needs root)"
+    echo "$name" >"$dir/netns"
+    if ! ip -n "$name" link set lo up; then
+        delete_netns "$dir"
+        die "cannot bring lo up in network namespace $name"
+    fi
+    use_netns "$name"
+    echo "created network namespace $name"
+}
+
+# delete_netns DIR: deletes the namespace recorded in DIR/netns, if any.
+delete_netns() {
+    local dir=$1 name=""
+    [[ -f $dir/netns ]] || return 0
+    read -r name <"$dir/netns" || true
+    if [[ -n $name ]] && netns_exists "$name"; then
+        if ! ip netns del "$name"; then
+            echo "$PROG: cannot delete network namespace $name" >&2
+            return 1
+        fi
+        echo "network namespace $name deleted"
+    fi
+    rm -f "$dir/netns"
 }
 
 # --- configs --------------------------------------------------------------
@@ -295,13 +371,13 @@ render_conf() {
 }
 
 write_aggregator_conf() {
-    local dir=$1 zmq_port=$2 http_port=$3 interval=$4 bucket=$5
+    local dir=$1 zmq_port=$2 http_port=$3 interval=$4 bucket=$5 addr=$6
     render_conf "$SCRIPT_DIR/cairn-aggregator.conf" "$dir/aggregator.conf" \
         "aggregator.id=local-aggregator" \
         "aggregator.data_dir=\"$dir/aggregator\"" \
-        "aggregator.listen=tcp://127.0.0.1:$zmq_port" \
+        "aggregator.listen=tcp://$addr:$zmq_port" \
         "aggregator.log_level=info" \
-        "http.listen=127.0.0.1:$http_port" \
+        "http.listen=$addr:$http_port" \
         "store.map_size=4G" \
         "delivery.bucket=\"$bucket\"" \
         "delivery.interval=${interval}s" \
@@ -310,17 +386,18 @@ write_aggregator_conf() {
         "security.allow_dir=\"$dir/keys/agents\""
 }
 
+# write_agent_conf DIR REGION ACCOUNT HTTP_PORT ENDPOINT ADDR
 write_agent_conf() {
-    local dir=$1 region=$2 account=$3 http_port=$4 zmq_port=$5
+    local dir=$1 region=$2 account=$3 http_port=$4 endpoint=$5 addr=$6
     render_conf "$SCRIPT_DIR/cairn-agent.conf" "$dir/agent-$region.conf" \
         "agent.region=$region" \
         "agent.id=$region" \
         "agent.account_id=$account" \
         "agent.data_dir=\"$dir/agent-$region\"" \
         "agent.log_level=info" \
-        "http.listen=127.0.0.1:$http_port" \
+        "http.listen=$addr:$http_port" \
         "spool.map_size=1G" \
-        "aggregator.endpoint=tcp://127.0.0.1:$zmq_port" \
+        "aggregator.endpoint=$endpoint" \
         "security.curve=on" \
         "security.secret_key_file=\"$dir/keys/agent-$region.key_secret\"" \
         "security.aggregator_public_key_file=\"$dir/keys/aggregator.key\""
@@ -362,7 +439,7 @@ regions_of() {
 }
 
 cmd_up() {
-    local dir=$1 regions_csv=$2 interval=$3 account=$4 bucket=$5
+    local dir=$1 regions_csv=$2 interval=$3 account=$4 bucket=$5 netns=$6
     local agent_bin aggregator_bin cli_bin region regions=() ports=() i file
     [[ $dir != *'"'* && $dir != *$'\n'* ]] || die "--dir must not contain quotes or newlines"
     [[ $interval =~ ^[1-9][0-9]*$ ]] || die "--interval must be a whole number of seconds >= 1"
@@ -373,6 +450,10 @@ cmd_up() {
     for region in "${regions[@]}"; do
         [[ $region =~ ^[a-z0-9-]+$ ]] || die "bad region name: '$region'"
     done
+    if [[ -n $netns ]]; then
+        [[ $netns =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$ ]] || die "bad --netns name: '$netns'"
+        ((${#regions[@]} <= 250)) || die "--netns supports at most 250 regions"
+    fi
     agent_bin=$(find_bin cairn-agent agent)
     aggregator_bin=$(find_bin cairn-aggregator aggregator)
     cli_bin=$(find_bin cairn cli)
@@ -388,20 +469,38 @@ cmd_up() {
         fi
     done
     rm -f "$dir"/*.pid "$dir/cluster.env" "$dir"/agent-*.conf
+    # A namespace left by an earlier cluster in DIR (no process runs in it).
+    delete_netns "$dir" || die "cannot delete the earlier cluster's network namespace"
     mkdir -p "$dir/aggregator" "$dir/bucket"
     make_keys "$dir" "$cli_bin" "${regions[@]}"
 
+    local agg_addr=127.0.0.1 addrs=() endpoint
+    if [[ -n $netns ]]; then
+        create_netns "$dir" "$netns"
+        # From here on a failure of up deletes the namespace again.
+        trap 'delete_netns "'"$dir"'" >/dev/null 2>&1 || true' EXIT
+        agg_addr=127.0.1.1
+    fi
     mapfile -t ports < <(free_ports $((2 + ${#regions[@]})))
     ((${#ports[@]} == 2 + ${#regions[@]})) || die "could not pick free ports"
     local zmq_port=${ports[0]} agg_http_port=${ports[1]}
-    write_aggregator_conf "$dir" "$zmq_port" "$agg_http_port" "$interval" "${bucket:-$dir/bucket}"
+    write_aggregator_conf "$dir" "$zmq_port" "$agg_http_port" "$interval" "${bucket:-$dir/bucket}" \
+        "$agg_addr"
     printf '%s\n' "${regions[@]}" >"$dir/regions"
     local agent_urls=() pid_files=()
     for i in "${!regions[@]}"; do
         region=${regions[$i]}
         mkdir -p "$dir/agent-$region"
-        write_agent_conf "$dir" "$region" "$account" "${ports[$((i + 2))]}" "$zmq_port"
-        agent_urls+=("http://127.0.0.1:${ports[$((i + 2))]}")
+        if [[ -n $netns ]]; then
+            # Each agent connects from its own address: tcp://SOURCE;DEST.
+            addrs+=("127.0.$((i + 2)).1")
+            endpoint="tcp://${addrs[$i]}:0;$agg_addr:$zmq_port"
+        else
+            addrs+=(127.0.0.1)
+            endpoint="tcp://127.0.0.1:$zmq_port"
+        fi
+        write_agent_conf "$dir" "$region" "$account" "${ports[$((i + 2))]}" "$endpoint" "${addrs[$i]}"
+        agent_urls+=("http://${addrs[$i]}:${ports[$((i + 2))]}")
         pid_files+=("$dir/agent-$region.pid")
     done
 
@@ -429,16 +528,23 @@ CAIRN_CLUSTER_DIR="$dir"
 CAIRN_BUCKET_DIR="$dir/bucket"
 CAIRN_BUCKET_URL="${bucket:-$dir/bucket}"
 CAIRN_STORE_DIR="$dir/aggregator"
-CAIRN_AGGREGATOR_ENDPOINT="tcp://127.0.0.1:$zmq_port"
-CAIRN_AGGREGATOR_HEALTH_URL="http://127.0.0.1:$agg_http_port/health"
+CAIRN_AGGREGATOR_ENDPOINT="tcp://$agg_addr:$zmq_port"
+CAIRN_AGGREGATOR_HEALTH_URL="http://$agg_addr:$agg_http_port/health"
 CAIRN_AGENT_URLS="${agent_urls[*]}"
 CAIRN_REGIONS="${regions[*]}"
 CAIRN_AGGREGATOR_PID_FILE="$dir/aggregator.pid"
 CAIRN_AGENT_PID_FILES="${pid_files[*]}"
 CAIRN_INTERVAL="$interval"
 CAIRN_ACCOUNT="$account"
+CAIRN_NETNS="$netns"
+CAIRN_AGGREGATOR_ADDR="$agg_addr"
+CAIRN_AGENT_ADDRS="${addrs[*]}"
 EOF
     mv "$dir/cluster.env.tmp" "$dir/cluster.env"
+    trap - EXIT
+    if [[ -n $netns ]]; then
+        echo "the cluster runs in network namespace $netns: reach it with ip netns exec $netns ..."
+    fi
     echo "cluster is up; settings in $dir/cluster.env; stop it with: $0 down --dir $dir"
 }
 
@@ -453,10 +559,11 @@ cmd_down() {
     done
     if ((${#files[@]} == 0)); then
         echo "no cluster running in $dir"
-        return 0
+    else
+        stop_pid_files "${files[@]}"
+        echo "cluster in $dir stopped"
     fi
-    stop_pid_files "${files[@]}"
-    echo "cluster in $dir stopped"
+    delete_netns "$dir"
 }
 
 cmd_status() {
@@ -524,10 +631,10 @@ main() {
         ;;
     esac
     local dir="" regions_csv=us-east-1 interval=300 account=111122223333 region="" kill_opt="" bin
-    local bucket=""
+    local bucket="" netns=""
     while (($# > 0)); do
         case $1 in
-        --dir | --regions | --interval | --account | --region | --bucket)
+        --dir | --regions | --interval | --account | --region | --bucket | --netns)
             (($# >= 2)) || die "$1 needs a value"
             case $1 in
             --dir) dir=$2 ;;
@@ -536,6 +643,7 @@ main() {
             --account) account=$2 ;;
             --region) region=$2 ;;
             --bucket) bucket=$2 ;;
+            --netns) netns=$2 ;;
             esac
             shift 2
             ;;
@@ -552,8 +660,10 @@ main() {
     done
     [[ -n $dir ]] || die "--dir DIR is required"
     if [[ -d $dir ]]; then dir=$(cd "$dir" && pwd); fi
+    [[ -z $netns || $cmd == up ]] || die "--netns is an option of up (later commands read DIR/netns)"
+    [[ $cmd == up ]] || load_netns "$dir"
     case $cmd in
-    up) cmd_up "$dir" "$regions_csv" "$interval" "$account" "$bucket" ;;
+    up) cmd_up "$dir" "$regions_csv" "$interval" "$account" "$bucket" "$netns" ;;
     down) cmd_down "$dir" ;;
     status) cmd_status "$dir" ;;
     start-aggregator)
