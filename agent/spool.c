@@ -37,6 +37,7 @@ struct s_append {
     const size_t *lens;
     size_t count;
     size_t bytes;          /* room it needs, with per-entry overhead */
+    const spool_state_t *state; /* written in the same transaction, or NULL */
     uint64_t first_seq;    /* set by the leader */
     int rc;                /* set by the leader */
     bool is_done;          /* set by the leader, under queue_lock */
@@ -223,6 +224,23 @@ void spool_destroy(spool_t **self_p)
     *self_p = NULL;
 }
 
+/* Meta keys of caller state are "state:" + the caller's key. */
+static int s_state_key(const char *key, char *out, size_t size)
+{
+    int n = snprintf(out, size, "state:%s", key);
+    return n > 0 && (size_t)n < size ? n : -1;
+}
+
+static int s_put_state(spool_t *self, MDB_txn *txn, const spool_state_t *state)
+{
+    char name[SPOOL_STATE_KEY_MAX + 8];
+    int n = s_state_key(state->key, name, sizeof name);
+    if (n < 0)
+        return EINVAL;
+    MDB_val k = {(size_t)n, name}, v = {state->len, (void *)state->value};
+    return mdb_put(txn, self->meta, &k, &v, 0);
+}
+
 /* Writes a group of appends in one transaction (see the group commit note
  * at the top). Sets each request's rc and first_seq. */
 static void s_commit_group(spool_t *self, s_append_t *group)
@@ -245,7 +263,7 @@ static void s_commit_group(spool_t *self, s_append_t *group)
     size_t written = 0;
     uint8_t key[8];
     for (s_append_t *r = group; rc == 0 && r; r = r->next) {
-        if (wanted + 2 * r->bytes > available) {
+        if (r->count && wanted + 2 * r->bytes > available) {
             r->rc = SPOOL_FULL;
             continue;
         }
@@ -256,6 +274,8 @@ static void s_commit_group(spool_t *self, s_append_t *group)
             MDB_val k = {8, key}, v = {r->lens[i], (void *)r->events[i]};
             rc = mdb_put(txn, self->events, &k, &v, MDB_APPEND);
         }
+        if (rc == 0 && r->state)
+            rc = s_put_state(self, txn, r->state);
         r->rc = 0;
         written++;
     }
@@ -280,9 +300,17 @@ static void s_commit_group(spool_t *self, s_append_t *group)
 int spool_append(spool_t *self, const uint8_t *const *events, const size_t *lens, size_t count,
                  uint64_t *first_seq)
 {
-    if (count == 0)
+    return spool_append_with_state(self, events, lens, count, NULL, first_seq);
+}
+
+int spool_append_with_state(spool_t *self, const uint8_t *const *events, const size_t *lens,
+                            size_t count, const spool_state_t *state, uint64_t *first_seq)
+{
+    if (count == 0 && !state)
         return 0;
-    s_append_t request = {.events = events, .lens = lens, .count = count};
+    if (state && (strlen(state->key) > SPOOL_STATE_KEY_MAX || state->len > SPOOL_STATE_MAX_BYTES))
+        return -1;
+    s_append_t request = {.events = events, .lens = lens, .count = count, .state = state};
     for (size_t i = 0; i < count; i++)
         request.bytes += lens[i] + 64;
     pthread_mutex_lock(&self->queue_lock);
@@ -398,6 +426,32 @@ int spool_ack_through(spool_t *self, uint64_t through_seq)
     }
     atomic_store(&self->acked_seq, through_seq);
     return 0;
+}
+
+int spool_get_state(spool_t *self, const char *key, void *value, size_t size, size_t *len)
+{
+    char name[SPOOL_STATE_KEY_MAX + 8];
+    int n = s_state_key(key, name, sizeof name);
+    if (n < 0)
+        return -1;
+    MDB_txn *txn = NULL;
+    MDB_val k = {(size_t)n, name}, v;
+    int rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_get(txn, self->meta, &k, &v);
+    int result = -1;
+    if (rc == MDB_NOTFOUND)
+        result = 1;
+    else if (rc == 0 && v.mv_size <= size) {
+        memcpy(value, v.mv_data, v.mv_size);
+        *len = v.mv_size;
+        result = 0;
+    } else
+        cairn_log_error("spool %s: cannot read state %s: %s", self->dir, key,
+                        rc ? mdb_strerror(rc) : "value larger than the buffer");
+    if (txn)
+        mdb_txn_abort(txn);
+    return result;
 }
 
 const char *spool_id(const spool_t *self)

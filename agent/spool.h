@@ -33,6 +33,28 @@ void spool_destroy(spool_t **self_p);
 int spool_append(spool_t *self, const uint8_t *const *events, const size_t *lens, size_t count,
                  uint64_t *first_seq);
 
+#define SPOOL_STATE_KEY_MAX   200  /* longest state key */
+#define SPOOL_STATE_MAX_BYTES 4096 /* largest state value */
+
+/* A caller's small piece of state (a tailed file's offset) that must change
+ * in the same transaction as the events it accounts for. */
+typedef struct {
+    const char *key;   /* e.g. "tail:/var/log/app/audit.log" */
+    const void *value;
+    size_t len;
+} spool_state_t;
+
+/* Like spool_append, and writes state in the same transaction: after a crash
+ * either both the events and the state are there, or neither. count may be
+ * 0 (state only). Returns as spool_append (-1 also for a key or value over
+ * its limit). Any thread. */
+int spool_append_with_state(spool_t *self, const uint8_t *const *events, const size_t *lens,
+                            size_t count, const spool_state_t *state, uint64_t *first_seq);
+
+/* Reads state key into value (size bytes). Returns 0 and sets *len, 1 if
+ * the key was never written, -1 (logged) on error or a value over size. */
+int spool_get_state(spool_t *self, const char *key, void *value, size_t size, size_t *len);
+
 /* Called by spool_read for each event; data is borrowed (valid during the
  * call). Return 0 to go on, non-zero to stop. */
 typedef int(spool_read_fn)(void *ctx, uint64_t seq, const uint8_t *data, size_t len);

@@ -226,6 +226,36 @@ static void concurrent_appends_are_all_kept_whole(void **state)
     spool_destroy(&spool);
 }
 
+static void state_commits_with_its_events(void **state)
+{
+    spool_t *spool = spool_new(*state, 1 << 20, true);
+    const char *items[] = {"line1", "line2"};
+    const uint8_t *bufs[2] = {(const uint8_t *)items[0], (const uint8_t *)items[1]};
+    size_t lens[2] = {5, 5};
+    uint64_t offset = 12;
+    spool_state_t st = {"tail:/var/log/a.log", &offset, sizeof offset};
+    uint64_t value = 0;
+    size_t len = 0;
+    assert_int_equal(spool_get_state(spool, st.key, &value, sizeof value, &len), 1);
+    assert_int_equal(spool_append_with_state(spool, bufs, lens, 2, &st, NULL), 0);
+    offset = 99; /* a state-only update */
+    assert_int_equal(spool_append_with_state(spool, NULL, NULL, 0, &st, NULL), 0);
+    spool_destroy(&spool);
+
+    spool = spool_new(*state, 1 << 20, true);
+    assert_int_equal(spool_get_state(spool, st.key, &value, sizeof value, &len), 0);
+    assert_int_equal(len, sizeof value);
+    assert_int_equal(value, 99);
+    assert_int_equal(spool_pending_count(spool), 2);
+    char big_key[300];
+    memset(big_key, 'k', sizeof big_key - 1);
+    big_key[sizeof big_key - 1] = '\0';
+    spool_state_t too_long = {big_key, &offset, sizeof offset};
+    assert_int_equal(spool_append_with_state(spool, bufs, lens, 1, &too_long, NULL), -1);
+    assert_int_equal(spool_pending_count(spool), 2); /* nothing of a refused call stored */
+    spool_destroy(&spool);
+}
+
 static void unopenable_dir_fails_cleanly(void **state)
 {
     assert_null(spool_new("/proc/cairn-no-such/spool", 1 << 20, true));
@@ -239,6 +269,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(full_spool_pushes_back_and_keeps_what_it_has, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(concurrent_appends_are_all_kept_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(state_commits_with_its_events, setup, teardown),
         cmocka_unit_test(unopenable_dir_fails_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
