@@ -64,3 +64,12 @@ write("corpus_record", "one", json.dumps(RECORD).encode())
 write("corpus_record", "array", json.dumps([RECORD, {"eventName": "GetObject", "eventSource": "s3.amazonaws.com"}]).encode())
 write("corpus_record", "records", json.dumps({"Records": [RECORD]}).encode())
 write("corpus_record", "bad", b'[{"eventName":5}]')
+audit = {"auditEvents": [
+    {"id": "1", "eventData": json.dumps({"version": "1.0", "eventName": "Login",
+                                         "eventSource": "app.example.com",
+                                         "eventTime": "2025-03-04T10:02:37Z",
+                                         "userIdentity": {"type": "IAMUser"}})},
+    {"id": "two", "eventData": "{\"eventName\":\"X\",\"eventSource\":\"y\"}",
+     "eventDataChecksum": "AAAA"}]}
+write("corpus_put_audit_events", "two", json.dumps(audit).encode())
+write("corpus_put_audit_events", "empty", b'{"auditEvents":[]}')
