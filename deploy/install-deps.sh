@@ -16,6 +16,7 @@ PACKAGES=(
     libmicrohttpd-dev libyajl-dev libcmocka-dev
     curl python3
     dpkg-dev
+    iproute2 nftables
 )
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then

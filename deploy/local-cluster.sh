@@ -82,7 +82,11 @@ CAIRN_AGGREGATOR_ENDPOINT, CAIRN_AGGREGATOR_HEALTH_URL, CAIRN_AGENT_URLS
 CAIRN_AGENT_PID_FILES, CAIRN_INTERVAL, CAIRN_ACCOUNT, CAIRN_NETNS (the
 namespace, empty without --netns), CAIRN_AGGREGATOR_ADDR and
 CAIRN_AGENT_ADDRS (the loopback address of the aggregator and of each agent,
-in the order of --regions).
+in the order of --regions), CAIRN_AGGREGATOR_URL (its HTTP endpoint, for
+'cairn status'), CAIRN_QUERY_URL (the LookupEvents API, for
+'aws cloudtrail lookup-events --endpoint-url') and the API's access key pair
+CAIRN_QUERY_ACCESS_KEY_ID and CAIRN_QUERY_SECRET_ACCESS_KEY (made anew at each
+up, in DIR/keys/query.credentials).
 
 Configs are the example configs deploy/cairn-agent.conf and
 deploy/cairn-aggregator.conf with addresses, paths and keys replaced. CURVE
@@ -383,7 +387,20 @@ write_aggregator_conf() {
         "delivery.interval=${interval}s" \
         "security.curve=on" \
         "security.secret_key_file=\"$dir/keys/aggregator.key_secret\"" \
-        "security.allow_dir=\"$dir/keys/agents\""
+        "security.allow_dir=\"$dir/keys/agents\"" \
+        "query.enable=on" \
+        "query.credentials_file=\"$dir/keys/query.credentials\""
+}
+
+# make_query_credentials DIR: a random access key pair for the aggregator's
+# LookupEvents API, in DIR/keys/query.credentials (mode 0600).
+make_query_credentials() {
+    local dir=$1 id secret
+    # head reads a fixed count: no reader is cut off (SIGPIPE under pipefail).
+    id=AKIACAIRN$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F)
+    secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    (umask 077 && echo "$id $secret" >"$dir/keys/query.credentials") ||
+        die "cannot write $dir/keys/query.credentials"
 }
 
 # write_agent_conf DIR REGION ACCOUNT HTTP_PORT ENDPOINT ADDR
@@ -473,6 +490,7 @@ cmd_up() {
     delete_netns "$dir" || die "cannot delete the earlier cluster's network namespace"
     mkdir -p "$dir/aggregator" "$dir/bucket"
     make_keys "$dir" "$cli_bin" "${regions[@]}"
+    make_query_credentials "$dir"
 
     local agg_addr=127.0.0.1 addrs=() endpoint
     if [[ -n $netns ]]; then
@@ -539,6 +557,10 @@ CAIRN_ACCOUNT="$account"
 CAIRN_NETNS="$netns"
 CAIRN_AGGREGATOR_ADDR="$agg_addr"
 CAIRN_AGENT_ADDRS="${addrs[*]}"
+CAIRN_AGGREGATOR_URL="http://$agg_addr:$agg_http_port"
+CAIRN_QUERY_URL="http://$agg_addr:$agg_http_port"
+CAIRN_QUERY_ACCESS_KEY_ID="$(cut -d' ' -f1 "$dir/keys/query.credentials")"
+CAIRN_QUERY_SECRET_ACCESS_KEY="$(cut -d' ' -f2 "$dir/keys/query.credentials")"
 EOF
     mv "$dir/cluster.env.tmp" "$dir/cluster.env"
     trap - EXIT

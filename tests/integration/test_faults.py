@@ -199,6 +199,7 @@ class Feeder(threading.Thread):
         self.n503 = 0
         self.inflight = None        # number of the request in flight, if any
         self.outcomes = {}          # request number -> HTTP status (None: no answer)
+        self.durations = []         # seconds per answered request
         self.resume = threading.Event()
         self.resume.set()
         self.stop_flag = threading.Event()
@@ -230,10 +231,12 @@ class Feeder(threading.Thread):
                 recs = [self.gen.record(self.region) for _ in range(n)]
                 ids = [r["eventID"] for r in recs]
                 body = json.dumps(recs)
+                sent = time.monotonic()
                 self.inflight = self.requests
                 res = self._post(body)
                 self.inflight = None
                 now = time.monotonic()
+                self.durations.append(now - sent)
                 with self.lock:
                     status = res.get("status")
                     self.outcomes[self.requests] = status
@@ -438,13 +441,22 @@ def case_agent_kill(args, failures, cdir, env, result):
         pid = int(f.read().strip())
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         assert b"cairn-agent" in f.read(), f"pid {pid} is not agent-{victim}"
-    deadline = time.monotonic() + 5
-    while feeders[victim].inflight is None and time.monotonic() < deadline:
-        time.sleep(0.0005)
-    time.sleep(0.002)  # let the request reach the agent
-    req = feeders[victim].inflight
+    # A request still unanswered 3 ms after it was handed to the poster has
+    # reached the agent: kill then (if the moment passes, wait for the next).
+    deadline = time.monotonic() + 10
+    req = None
+    while time.monotonic() < deadline:
+        req = feeders[victim].inflight
+        if req is None:
+            time.sleep(0.0005)
+            continue
+        time.sleep(0.003)
+        if feeders[victim].inflight == req:
+            break
     os.kill(pid, signal.SIGKILL)
-    log(f"SIGKILLed agent-{victim} (pid {pid}) with request {req} in flight; {progress(feeders)}")
+    durations = sorted(feeders[victim].durations)
+    log(f"SIGKILLed agent-{victim} (pid {pid}) 3 ms into request {req} (median request "
+        f"{durations[len(durations) // 2] * 1000:.1f} ms); {progress(feeders)}")
     cl.ctl("stop-agent", "--region", victim, "--kill")
     deadline = time.monotonic() + 35
     while req is not None and req not in feeders[victim].outcomes and time.monotonic() < deadline:
@@ -542,8 +554,13 @@ def case_partition(args, failures, cdir, env, result):
     failures.check(not late_missing, "the other regions' events were not delivered during the cut",
                    f"{len(late_missing)} of {len(early)} missing at the heal")
     victim_in_bucket = sum(1 for e in feeders[victim].acked_before(cut) if counts[e])
+    during = set(feeders[victim].acked_before(float("inf"))) - set(feeders[victim].acked_before(cut + 1))
+    leaked = sum(1 for e in during if counts[e])
     log(f"{victim}: {len(feeders[victim].acked)} acknowledged so far, {victim_in_bucket} of those "
-        f"acknowledged before the cut are in the bucket")
+        f"acknowledged before the cut and {leaked} of the {len(during)} acknowledged during it are in "
+        f"the bucket")
+    failures.check(during and not leaked, f"{victim}'s events of the cut reached the bucket: the cut "
+                   "did not cut", f"{leaked} of {len(during)}")
     stored = [s for _, s in samples if s is not None]
     failures.check(len(stored) == len(samples), "the aggregator's /health did not answer during the cut",
                    f"{samples}")
