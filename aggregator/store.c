@@ -23,7 +23,26 @@
  *     begins a read transaction sees every event below it;
  *   - on open, last_ingest_ms is raised to the cursor's window end, so no
  *     new event can land in a window that was already delivered, whatever
- *     the clock did during the restart. */
+ *     the clock did during the restart;
+ *   - an event and its index entries are written, and deleted, in one
+ *     transaction: a reader never sees one without the other.
+ *
+ * THE INDEX (one MDB_DUPSORT | MDB_DUPFIXED database). A key is one tag byte
+ * naming the attribute and the value's bytes; every data item is 16 bytes,
+ * the event's position: eventTime in ms (sign bit flipped, big-endian, so
+ * that byte order is time order) and its seq (big-endian). LMDB keeps the
+ * duplicates of a key sorted, so the events of one value are a sorted run
+ * that a cursor walks backwards from any point: newest first, no sort in
+ * memory, and the run's length (mdb_cursor_count) costs nothing, which is
+ * how store_query picks the most selective filter. Tag 'T' with no value
+ * holds every event: time-range scans. A value longer than a key allows is
+ * cut to fit; the cut is deterministic, so lookups of the long value find
+ * its entries, and store_query then compares the whole value on the event.
+ * Duplicates cost 16 bytes each, not a copy of the key, which keeps the
+ * index near 10 entries x 16 bytes per event.
+ *
+ * A store made before the index existed (meta has no "index_version") gets
+ * it built by the writer at open, in transactions of S_REBUILD_CHUNK events. */
 #include "store.h"
 
 #include "cairn_fs.h"
@@ -37,8 +56,16 @@
 #include <stdio.h>
 #include <string.h>
 
-#define STORE_MAX_DBS    8
-#define STORE_CURSOR_KEY "delivery_cursor"
+#define STORE_MAX_DBS        8
+#define STORE_CURSOR_KEY     "delivery_cursor"
+#define STORE_INDEX_KEY      "index_version" /* meta: the index below is complete */
+#define STORE_INDEX_VERSION  1
+#define STORE_DELETED_KEY    "deleted_max_seq" /* meta: highest seq ever deleted */
+#define S_POSITION_BYTES     16               /* index data: time (8) + seq (8) */
+#define S_MAX_RESOURCES      64               /* resources of one event indexed */
+#define S_MAX_ENTRIES        (8 + 3 * S_MAX_RESOURCES) /* index entries of one event */
+#define S_REBUILD_CHUNK      20000            /* events per transaction of a rebuild */
+#define S_TAG_ALL            'T'              /* the key holding every event */
 
 struct store {
     char *dir; /* for log lines */
@@ -47,6 +74,8 @@ struct store {
     MDB_dbi ids_dbi;              /* eventID -> seq (u64 BE) */
     MDB_dbi agents_dbi;           /* agent id -> last agent seq (u64 BE) */
     MDB_dbi meta_dbi;             /* "delivery_cursor" -> u64 BE seq, i64 BE end ms */
+    MDB_dbi index_dbi;            /* tag + value -> positions (see DESIGN) */
+    bool is_readonly;             /* opened by store_open_readonly */
     uint64_t next_seq;            /* seq of the next new event (writer thread) */
     int64_t last_ingest_ms;       /* floor for the next ingest time (writer thread) */
     bool is_full;                 /* last put hit MDB_MAP_FULL (writer thread) */
@@ -127,6 +156,236 @@ static int s_peek_ingest_time(const uint8_t *p, size_t len, int64_t *ingest_ms)
     return 0;
 }
 
+/* --- the index ----------------------------------------------------------- */
+
+/* Tag byte of each attribute's keys, in store_attr_t order. */
+static const char s_attr_tags[STORE_ATTR_COUNT] = {
+    [STORE_ATTR_EVENT_NAME] = 'N',    [STORE_ATTR_READ_ONLY] = 'O',
+    [STORE_ATTR_USERNAME] = 'U',      [STORE_ATTR_RESOURCE_TYPE] = 'Y',
+    [STORE_ATTR_RESOURCE_NAME] = 'M', [STORE_ATTR_EVENT_SOURCE] = 'S',
+    [STORE_ATTR_ACCESS_KEY_ID] = 'K', [STORE_ATTR_REGION] = 'R',
+    [STORE_ATTR_ACCOUNT] = 'A',
+};
+
+/* One index entry of an event: an attribute and a value (not NUL-terminated). */
+typedef struct {
+    store_attr_t attr;
+    const char *value;
+    size_t len;
+} s_entry_t;
+
+static void s_put_position(uint8_t out[S_POSITION_BYTES], int64_t time_ms, uint64_t seq)
+{
+    s_put_u64(out, (uint64_t)time_ms ^ (UINT64_C(1) << 63));
+    s_put_u64(out + 8, seq);
+}
+
+static void s_get_position(const uint8_t in[S_POSITION_BYTES], store_position_t *position)
+{
+    position->event_time_ms = (int64_t)(s_get_u64(in) ^ (UINT64_C(1) << 63));
+    position->seq = s_get_u64(in + 8);
+}
+
+/* Builds the key of attr = value in out (key_max_bytes + 1 bytes or more):
+ * the tag and the value, cut to fit. Sets *is_cut when it was. attr
+ * STORE_ATTR_COUNT is the all-events key. */
+static size_t s_index_key(const store_t *self, store_attr_t attr, const char *value, size_t len,
+                          char *out, bool *is_cut)
+{
+    out[0] = attr == STORE_ATTR_COUNT ? S_TAG_ALL : s_attr_tags[attr];
+    size_t room = self->key_max_bytes - 1;
+    if (is_cut)
+        *is_cut = len > room;
+    if (len > room)
+        len = room;
+    memcpy(out + 1, value, len);
+    return 1 + len;
+}
+
+size_t store_username(const Cairn__Event *event, const char **name)
+{
+    static const char *const session_kinds[] = {":assumed-role/", ":federated-user/"};
+    if (event->user_name && event->user_name[0]) {
+        *name = event->user_name;
+        return strlen(event->user_name);
+    }
+    const char *arn = event->user_arn ? event->user_arn : "";
+    for (size_t i = 0; i < sizeof session_kinds / sizeof *session_kinds; i++)
+        if (strstr(arn, session_kinds[i])) {
+            const char *last = strrchr(arn, '/');
+            *name = last + 1;
+            return strlen(last + 1);
+        }
+    if (event->user_type && !strcmp(event->user_type, "Root")) {
+        *name = "root";
+        return 4;
+    }
+    *name = "";
+    return 0;
+}
+
+/* The last component of an ARN (after its last '/' or ':'), or NULL when
+ * value is not an ARN or the component is the whole value or empty. */
+static const char *s_arn_name(const char *arn)
+{
+    if (strncmp(arn, "arn:", 4) != 0)
+        return NULL;
+    const char *slash = strrchr(arn, '/');
+    const char *colon = strrchr(arn, ':');
+    const char *last = slash > colon ? slash : colon;
+    return last && last[1] ? last + 1 : NULL;
+}
+
+static size_t s_add_entry(s_entry_t *out, size_t count, store_attr_t attr, const char *value,
+                          size_t len)
+{
+    if (!value || len == 0)
+        return count;
+    out[count] = (s_entry_t){attr, value, len};
+    return count + 1;
+}
+
+#define S_ADD(attr, str) count = s_add_entry(out, count, (attr), (str), (str) ? strlen(str) : 0)
+
+/* The index entries of event (at most S_MAX_ENTRIES). Empty values are not
+ * indexed. A value may appear twice (two resources of one type): the second
+ * put of the same key and position changes nothing. */
+static size_t s_index_entries(const Cairn__Event *event, s_entry_t *out)
+{
+    size_t count = 0;
+    const char *username;
+    size_t username_len = store_username(event, &username);
+    S_ADD(STORE_ATTR_EVENT_NAME, event->event_name);
+    if (event->read_only == CAIRN__READ_ONLY__READ_ONLY_TRUE)
+        count = s_add_entry(out, count, STORE_ATTR_READ_ONLY, "true", 4);
+    else if (event->read_only == CAIRN__READ_ONLY__READ_ONLY_FALSE)
+        count = s_add_entry(out, count, STORE_ATTR_READ_ONLY, "false", 5);
+    count = s_add_entry(out, count, STORE_ATTR_USERNAME, username, username_len);
+    S_ADD(STORE_ATTR_EVENT_SOURCE, event->event_source);
+    S_ADD(STORE_ATTR_ACCESS_KEY_ID, event->access_key_id);
+    S_ADD(STORE_ATTR_REGION, event->aws_region);
+    S_ADD(STORE_ATTR_ACCOUNT, event->recipient_account_id);
+    size_t n_resources = event->n_resources < S_MAX_RESOURCES ? event->n_resources
+                                                               : S_MAX_RESOURCES;
+    for (size_t i = 0; i < n_resources; i++) {
+        const Cairn__Resource *resource = event->resources[i];
+        if (!resource)
+            continue;
+        S_ADD(STORE_ATTR_RESOURCE_TYPE, resource->type);
+        S_ADD(STORE_ATTR_RESOURCE_NAME, resource->arn);
+        if (resource->arn) {
+            const char *name = s_arn_name(resource->arn);
+            S_ADD(STORE_ATTR_RESOURCE_NAME, name);
+        }
+    }
+    return count;
+}
+
+#undef S_ADD
+
+/* Whether event has value for attr, comparing whole values. */
+static bool s_event_has(const Cairn__Event *event, store_attr_t attr, const char *value)
+{
+    s_entry_t entries[S_MAX_ENTRIES];
+    size_t count = s_index_entries(event, entries);
+    size_t len = strlen(value);
+    for (size_t i = 0; i < count; i++)
+        if (entries[i].attr == attr && entries[i].len == len &&
+            !memcmp(entries[i].value, value, len))
+            return true;
+    return false;
+}
+
+/* Puts (or, is_delete, removes) every index entry of event at seq, in txn.
+ * Returns an LMDB code; a missing entry on delete is not an error. */
+static int s_index_event(store_t *self, MDB_txn *txn, const Cairn__Event *event, uint64_t seq,
+                         bool is_delete)
+{
+    s_entry_t entries[S_MAX_ENTRIES];
+    size_t count = s_index_entries(event, entries);
+    uint8_t position[S_POSITION_BYTES];
+    char key_buf[1024];
+    s_put_position(position, event->event_time_ms, seq);
+    MDB_val data = {.mv_size = sizeof position, .mv_data = position};
+    MDB_val key = {.mv_size = s_index_key(self, STORE_ATTR_COUNT, "", 0, key_buf, NULL),
+                   .mv_data = key_buf};
+    int rc = is_delete ? mdb_del(txn, self->index_dbi, &key, &data)
+                       : mdb_put(txn, self->index_dbi, &key, &data, 0);
+    for (size_t i = 0; (rc == 0 || (is_delete && rc == MDB_NOTFOUND)) && i < count; i++) {
+        key.mv_size = s_index_key(self, entries[i].attr, entries[i].value, entries[i].len,
+                                  key_buf, NULL);
+        data = (MDB_val){.mv_size = sizeof position, .mv_data = position};
+        rc = is_delete ? mdb_del(txn, self->index_dbi, &key, &data)
+                       : mdb_put(txn, self->index_dbi, &key, &data, 0);
+    }
+    return is_delete && rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* A bump allocator for protobuf-c's unpacking of stored events: reset after
+ * each event, so reading a million events costs a few mallocs. What does
+ * not fit goes to a new, larger block; a reset keeps only the largest. */
+typedef struct s_block {
+    struct s_block *next; /* older, smaller block */
+    size_t cap_bytes;
+    size_t used_bytes;
+    max_align_t data[]; /* cap_bytes */
+} s_block_t;
+
+typedef struct {
+    s_block_t *head;
+    ProtobufCAllocator allocator;
+} s_arena_t;
+
+static void *s_arena_alloc(void *ctx, size_t size)
+{
+    s_arena_t *arena = ctx;
+    size = (size + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+    s_block_t *block = arena->head;
+    if (!block || block->cap_bytes - block->used_bytes < size) {
+        size_t cap = block ? block->cap_bytes * 2 : 64 * 1024;
+        while (cap < size)
+            cap *= 2;
+        s_block_t *bigger = cairn_malloc(sizeof *bigger + cap);
+        *bigger = (s_block_t){block, cap, 0};
+        arena->head = block = bigger;
+    }
+    void *p = (char *)block->data + block->used_bytes;
+    block->used_bytes += size;
+    return p;
+}
+
+static void s_arena_free(void *ctx, void *p)
+{
+    /* everything goes at the next reset */
+}
+
+static void s_arena_init(s_arena_t *arena)
+{
+    arena->head = NULL;
+    arena->allocator = (ProtobufCAllocator){s_arena_alloc, s_arena_free, arena};
+}
+
+static void s_arena_reset(s_arena_t *arena)
+{
+    s_block_t *block = arena->head;
+    if (!block)
+        return;
+    block->used_bytes = 0;
+    for (s_block_t *older = block->next; older;) {
+        s_block_t *next = older->next;
+        free(older);
+        older = next;
+    }
+    block->next = NULL;
+}
+
+static void s_arena_fini(s_arena_t *arena)
+{
+    s_arena_reset(arena);
+    free(arena->head);
+    arena->head = NULL;
+}
+
 static void s_raise_watermark(store_t *self, int64_t ms)
 {
     int64_t seen = atomic_load(&self->watermark_ms);
@@ -155,6 +414,11 @@ static int s_load_progress(store_t *self)
         }
     } else if (rc == MDB_NOTFOUND)
         rc = 0;
+    /* The newest events may have been deleted: never hand out their seqs again. */
+    key = (MDB_val){.mv_size = strlen(STORE_DELETED_KEY), .mv_data = STORE_DELETED_KEY};
+    int deleted_rc = rc == 0 ? mdb_get(txn, self->meta_dbi, &key, &val) : MDB_NOTFOUND;
+    if (deleted_rc == 0 && val.mv_size == 8 && s_get_u64(val.mv_data) >= self->next_seq)
+        self->next_seq = s_get_u64(val.mv_data) + 1;
     if (cursor)
         mdb_cursor_close(cursor);
     if (txn)
@@ -169,6 +433,121 @@ static int s_load_progress(store_t *self)
     if (delivered.window_end_ms > self->last_ingest_ms)
         self->last_ingest_ms = delivered.window_end_ms;
     return 0;
+}
+
+/* Reads meta key into a u64; *found false when absent. Returns an LMDB code. */
+static int s_get_meta_u64(store_t *self, MDB_txn *txn, const char *name, uint64_t *value,
+                          bool *found)
+{
+    MDB_val key = {.mv_size = strlen(name), .mv_data = (void *)name}, val;
+    int rc = mdb_get(txn, self->meta_dbi, &key, &val);
+    *found = rc == 0;
+    *value = 0;
+    if (rc == 0 && val.mv_size != 8)
+        return MDB_CORRUPTED;
+    if (rc == 0)
+        *value = s_get_u64(val.mv_data);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int s_put_meta_u64(store_t *self, MDB_txn *txn, const char *name, uint64_t value)
+{
+    uint8_t be[8];
+    s_put_u64(be, value);
+    MDB_val key = {.mv_size = strlen(name), .mv_data = (void *)name};
+    MDB_val val = {.mv_size = sizeof be, .mv_data = be};
+    return mdb_put(txn, self->meta_dbi, &key, &val, 0);
+}
+
+/* Indexes up to S_REBUILD_CHUNK events with seq > *after_seq in one write
+ * transaction; advances *after_seq. Sets *is_done at the last event. */
+static int s_rebuild_chunk(store_t *self, uint64_t *after_seq, bool *is_done, s_arena_t *arena)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cursor = NULL;
+    uint8_t first_be[8];
+    s_put_u64(first_be, *after_seq + 1);
+    MDB_val key = {.mv_size = sizeof first_be, .mv_data = first_be}, val;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, self->events_dbi, &cursor);
+    if (rc == 0)
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
+    for (int i = 0; rc == 0 && i < S_REBUILD_CHUNK; i++) {
+        Cairn__StoredEvent *stored =
+            key.mv_size == 8 ? cairn__stored_event__unpack(&arena->allocator, val.mv_size,
+                                                           val.mv_data)
+                             : NULL;
+        if (!stored || !stored->event)
+            rc = MDB_CORRUPTED;
+        else {
+            *after_seq = s_get_u64(key.mv_data);
+            rc = s_index_event(self, txn, stored->event, *after_seq, false);
+        }
+        s_arena_reset(arena);
+        if (rc == 0)
+            rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+    }
+    *is_done = rc == MDB_NOTFOUND;
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (cursor)
+        mdb_cursor_close(cursor);
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else if (txn)
+        mdb_txn_abort(txn);
+    return rc;
+}
+
+/* Builds the index of a store written before it existed (see DESIGN), or
+ * marks a new store's index complete. Writer stores only. */
+static int s_ensure_index(store_t *self)
+{
+    MDB_txn *txn = NULL;
+    uint64_t version = 0;
+    bool has_version = false, is_done = false;
+    s_arena_t arena;
+    s_arena_init(&arena);
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = s_get_meta_u64(self, txn, STORE_INDEX_KEY, &version, &has_version);
+    if (rc == 0 && has_version && version == STORE_INDEX_VERSION) {
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    MDB_stat stat = {0};
+    if (rc == 0)
+        rc = mdb_stat(txn, self->events_dbi, &stat);
+    if (rc == 0 && stat.ms_entries > 0)
+        cairn_log_notice("store %s: building the index of %zu stored events", self->dir,
+                         (size_t)stat.ms_entries);
+    if (rc == 0)
+        rc = mdb_drop(txn, self->index_dbi, 0); /* a rebuild cut short left some */
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else if (txn)
+        mdb_txn_abort(txn);
+    txn = NULL;
+    uint64_t after_seq = 0;
+    while (rc == 0 && !is_done) {
+        rc = s_rebuild_chunk(self, &after_seq, &is_done, &arena);
+    }
+    if (rc == 0)
+        rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = s_put_meta_u64(self, txn, STORE_INDEX_KEY, STORE_INDEX_VERSION);
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else if (txn)
+        mdb_txn_abort(txn);
+    s_arena_fini(&arena);
+    if (rc != 0)
+        cairn_log_error("store %s: cannot build the index (after seq %llu): %s", self->dir,
+                        (unsigned long long)after_seq, mdb_strerror(rc));
+    else if (stat.ms_entries > 0)
+        cairn_log_notice("store %s: index built", self->dir);
+    return rc == 0 ? 0 : -1;
 }
 
 store_t *store_new(const char *dir, int64_t map_bytes, bool is_durable)
@@ -206,6 +585,9 @@ store_t *store_new(const char *dir, int64_t map_bytes, bool is_durable)
     if (rc == 0)
         rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &self->meta_dbi);
     if (rc == 0)
+        rc = mdb_dbi_open(txn, "index", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED,
+                          &self->index_dbi);
+    if (rc == 0)
         rc = mdb_txn_commit(txn); /* frees txn even when it fails */
     else if (txn)
         mdb_txn_abort(txn);
@@ -214,7 +596,7 @@ store_t *store_new(const char *dir, int64_t map_bytes, bool is_durable)
         store_destroy(&self);
         return NULL;
     }
-    if (s_load_progress(self) != 0) {
+    if (s_ensure_index(self) != 0 || s_load_progress(self) != 0) {
         store_destroy(&self); /* logged */
         return NULL;
     }
@@ -263,6 +645,9 @@ static int s_put_event(store_t *self, MDB_txn *txn, const Cairn__Batch *batch, s
     rc = mdb_put(txn, self->events_dbi, &seq_val, &val, MDB_APPEND | MDB_RESERVE);
     if (rc == 0) {
         cairn__stored_event__pack(&stored, val.mv_data);
+        rc = s_index_event(self, txn, event, *seq, false);
+    }
+    if (rc == 0) {
         result->stored_count++;
         (*seq)++;
     }
@@ -511,4 +896,329 @@ uint64_t store_event_count(store_t *self)
     if (rc != 0)
         cairn_log_error("store %s: cannot count events: %s", self->dir, mdb_strerror(rc));
     return rc == 0 ? stat.ms_entries : 0;
+}
+
+store_t *store_open_readonly(const char *dir)
+{
+    store_t *self = cairn_calloc(1, sizeof *self);
+    self->dir = cairn_strdup(dir);
+    self->is_readonly = true;
+    MDB_txn *txn = NULL;
+    uint64_t version = 0;
+    bool has_version = false;
+    int rc = mdb_env_create(&self->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(self->env, STORE_MAX_DBS);
+    if (rc == 0)
+        rc = mdb_env_open(self->env, dir, MDB_RDONLY | MDB_NOTLS, 0600);
+    if (rc == 0) {
+        self->key_max_bytes = (size_t)mdb_env_get_maxkeysize(self->env);
+        rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
+    }
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "events", 0, &self->events_dbi);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "ids", 0, &self->ids_dbi);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "agents", 0, &self->agents_dbi);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", 0, &self->meta_dbi);
+    if (rc == 0)
+        rc = s_get_meta_u64(self, txn, STORE_INDEX_KEY, &version, &has_version);
+    if (rc == 0 && (!has_version || version != STORE_INDEX_VERSION)) {
+        cairn_log_error("store %s: its index is not built yet; start cairn-aggregator %s on it "
+                        "once (it builds the index when it opens the store)",
+                        dir, CAIRN_VERSION);
+        mdb_txn_abort(txn);
+        store_destroy(&self);
+        return NULL;
+    }
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "index", MDB_DUPSORT | MDB_DUPFIXED, &self->index_dbi);
+    if (rc == 0)
+        rc = mdb_txn_commit(txn); /* keeps the dbi handles; frees txn */
+    else if (txn)
+        mdb_txn_abort(txn);
+    if (rc != 0) {
+        cairn_log_error("store %s: cannot open for reading: %s", dir,
+                        rc == ENOENT ? "no store there (no data.mdb)" : mdb_strerror(rc));
+        store_destroy(&self);
+    }
+    return self;
+}
+
+/* Begins a read transaction. A read-only env whose file the writer has
+ * grown past the map it opened with is told MDB_MAP_RESIZED: adopt the new
+ * size and try once more. */
+static int s_begin_read(store_t *self, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, txn);
+    if (rc == MDB_MAP_RESIZED && mdb_env_set_mapsize(self->env, 0) == 0)
+        rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, txn);
+    return rc;
+}
+
+/* The state of one store_query call. */
+typedef struct {
+    store_t *store;
+    const store_query_t *query;
+    MDB_txn *txn;
+    MDB_cursor *probe;                         /* membership checks */
+    char keys[STORE_ATTR_COUNT][1024];         /* each filter's index key */
+    size_t key_lens[STORE_ATTR_COUNT];         /* 0: no filter on that attribute */
+    bool has_cut_value;                        /* a filter value longer than a key */
+    uint8_t upper[S_POSITION_BYTES];           /* newest position that may match */
+    s_arena_t arena;                           /* unpacks the current event */
+    store_hit_fn *fn;
+    void *ctx;
+    long count;                                /* hits passed to fn */
+    int fn_rc;                                 /* last answer of fn */
+} s_query_t;
+
+/* Reads the event at position and, if it passes the checks the index could
+ * not make, hands it to fn. Returns an LMDB code. */
+static int s_query_emit(s_query_t *q, const store_position_t *position, bool is_by_id)
+{
+    uint8_t seq_be[8];
+    s_put_u64(seq_be, position->seq);
+    MDB_val key = {.mv_size = sizeof seq_be, .mv_data = seq_be}, val;
+    int rc = mdb_get(q->txn, q->store->events_dbi, &key, &val);
+    if (rc != 0)
+        return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc; /* indexed, so it must be there */
+    Cairn__StoredEvent *stored =
+        cairn__stored_event__unpack(&q->arena.allocator, val.mv_size, val.mv_data);
+    if (!stored || !stored->event) {
+        s_arena_reset(&q->arena);
+        return MDB_CORRUPTED;
+    }
+    bool is_match = true;
+    if (is_by_id || q->has_cut_value)
+        for (int a = 0; is_match && a < STORE_ATTR_COUNT; a++)
+            if (q->query->values[a])
+                is_match = s_event_has(stored->event, (store_attr_t)a, q->query->values[a]);
+    if (is_match) {
+        q->fn_rc = q->fn(q->ctx, position, stored);
+        q->count++;
+    }
+    s_arena_reset(&q->arena);
+    return 0;
+}
+
+/* The query by eventID: one lookup in ids, then the other filters on the event. */
+static int s_query_by_id(s_query_t *q)
+{
+    const char *id = q->query->event_id;
+    size_t len = strlen(id);
+    if (len == 0 || len > q->store->key_max_bytes)
+        return 0;
+    MDB_val key = {.mv_size = len, .mv_data = (void *)id}, val;
+    int rc = mdb_get(q->txn, q->store->ids_dbi, &key, &val);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc == 0 && val.mv_size != 8)
+        rc = MDB_CORRUPTED;
+    if (rc != 0)
+        return rc;
+    uint64_t seq = s_get_u64(val.mv_data);
+    key = (MDB_val){.mv_size = 8, .mv_data = val.mv_data};
+    rc = mdb_get(q->txn, q->store->events_dbi, &key, &val);
+    if (rc == MDB_NOTFOUND)
+        return 0; /* pruned while the id stayed: cannot happen (deleted together) */
+    int64_t event_time_ms = 0;
+    Cairn__StoredEvent *stored =
+        rc == 0 ? cairn__stored_event__unpack(&q->arena.allocator, val.mv_size, val.mv_data)
+                : NULL;
+    if (rc == 0 && (!stored || !stored->event))
+        rc = MDB_CORRUPTED;
+    if (rc == 0)
+        event_time_ms = stored->event->event_time_ms;
+    s_arena_reset(&q->arena);
+    if (rc != 0)
+        return rc;
+    store_position_t position = {event_time_ms, seq};
+    uint8_t at[S_POSITION_BYTES];
+    s_put_position(at, event_time_ms, seq);
+    if (event_time_ms < q->query->start_ms || memcmp(at, q->upper, sizeof at) > 0)
+        return 0;
+    return s_query_emit(q, &position, true);
+}
+
+/* Whether the event at data has every filter but the driving one, by index. */
+static int s_query_probe(s_query_t *q, int driving, MDB_val *data, bool *is_match)
+{
+    *is_match = true;
+    for (int a = 0; a < STORE_ATTR_COUNT && *is_match; a++) {
+        if (!q->key_lens[a] || a == driving)
+            continue;
+        MDB_val key = {.mv_size = q->key_lens[a], .mv_data = q->keys[a]};
+        MDB_val probe_data = *data;
+        int rc = mdb_cursor_get(q->probe, &key, &probe_data, MDB_GET_BOTH);
+        if (rc == MDB_NOTFOUND)
+            *is_match = false;
+        else if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Walks the driving key's positions from q->upper down to start_ms. */
+static int s_query_scan(s_query_t *q, int driving, MDB_val *drive_key)
+{
+    MDB_cursor *drive = NULL;
+    MDB_val key = *drive_key;
+    MDB_val data = {.mv_size = S_POSITION_BYTES, .mv_data = q->upper};
+    int rc = mdb_cursor_open(q->txn, q->store->index_dbi, &drive);
+    if (rc == 0) {
+        rc = mdb_cursor_get(drive, &key, &data, MDB_GET_BOTH_RANGE); /* first >= upper */
+        if (rc == 0 && memcmp(data.mv_data, q->upper, S_POSITION_BYTES) > 0)
+            rc = mdb_cursor_get(drive, &key, &data, MDB_PREV_DUP);
+        else if (rc == MDB_NOTFOUND) { /* every position is below upper: start at the newest */
+            key = *drive_key; /* MDB_SET needs data: without it, LAST_DUP is EINVAL */
+            rc = mdb_cursor_get(drive, &key, &data, MDB_SET);
+            if (rc == 0)
+                rc = mdb_cursor_get(drive, &key, &data, MDB_LAST_DUP);
+        }
+    }
+    while (rc == 0 && q->fn_rc == 0) {
+        store_position_t position;
+        bool is_match;
+        if (data.mv_size != S_POSITION_BYTES) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        s_get_position(data.mv_data, &position);
+        if (position.event_time_ms < q->query->start_ms)
+            break;
+        rc = s_query_probe(q, driving, &data, &is_match);
+        if (rc == 0 && is_match)
+            rc = s_query_emit(q, &position, false);
+        if (rc == 0 && q->fn_rc == 0)
+            rc = mdb_cursor_get(drive, &key, &data, MDB_PREV_DUP);
+    }
+    if (drive)
+        mdb_cursor_close(drive);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Sets q->upper: the newest position allowed by end_ms and the resume point. */
+static void s_query_upper(s_query_t *q)
+{
+    const store_query_t *query = q->query;
+    s_put_position(q->upper, query->end_ms, UINT64_MAX);
+    if (query->has_after) {
+        uint8_t after[S_POSITION_BYTES] = {0}; /* all zeros: below every position */
+        if (query->after.seq > 0)
+            s_put_position(after, query->after.event_time_ms, query->after.seq - 1);
+        else if (query->after.event_time_ms > INT64_MIN)
+            s_put_position(after, query->after.event_time_ms - 1, UINT64_MAX);
+        if (memcmp(after, q->upper, sizeof after) < 0)
+            memcpy(q->upper, after, sizeof after);
+    }
+}
+
+long store_query(store_t *self, const store_query_t *query, store_hit_fn *fn, void *ctx)
+{
+    s_query_t *q = cairn_calloc(1, sizeof *q);
+    q->store = self;
+    q->query = query;
+    q->fn = fn;
+    q->ctx = ctx;
+    s_arena_init(&q->arena);
+    s_query_upper(q);
+    int driving = STORE_ATTR_COUNT; /* the all-events key */
+    size_t driving_count = SIZE_MAX;
+    bool is_empty = query->start_ms > query->end_ms;
+    char all_key[8];
+    MDB_val drive_key = {.mv_size = s_index_key(self, STORE_ATTR_COUNT, "", 0, all_key, NULL),
+                         .mv_data = all_key};
+    int rc = s_begin_read(self, &q->txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(q->txn, self->index_dbi, &q->probe);
+    for (int a = 0; rc == 0 && !is_empty && a < STORE_ATTR_COUNT; a++) {
+        const char *value = query->values[a];
+        if (!value)
+            continue;
+        bool is_cut;
+        q->key_lens[a] = s_index_key(self, (store_attr_t)a, value, strlen(value), q->keys[a],
+                                     &is_cut);
+        q->has_cut_value |= is_cut;
+        MDB_val key = {.mv_size = q->key_lens[a], .mv_data = q->keys[a]}, data;
+        size_t count = 0;
+        rc = mdb_cursor_get(q->probe, &key, &data, MDB_SET); /* data: see s_query_scan */
+        if (rc == 0)
+            rc = mdb_cursor_count(q->probe, &count);
+        if (rc == MDB_NOTFOUND || value[0] == '\0') {
+            is_empty = true; /* no event has it */
+            rc = 0;
+        } else if (rc == 0 && count < driving_count) {
+            driving = a;
+            driving_count = count;
+            drive_key = key;
+        }
+    }
+    if (rc == 0 && !is_empty && query->event_id)
+        rc = s_query_by_id(q);
+    else if (rc == 0 && !is_empty)
+        rc = s_query_scan(q, driving, &drive_key);
+    if (q->probe)
+        mdb_cursor_close(q->probe);
+    if (q->txn)
+        mdb_txn_abort(q->txn);
+    long count = q->count;
+    if (rc != 0)
+        cairn_log_error("store %s: query failed: %s", self->dir, mdb_strerror(rc));
+    if (rc != 0 || q->fn_rc < 0)
+        count = -1;
+    s_arena_fini(&q->arena);
+    free(q);
+    return count;
+}
+
+int store_delete_event(store_t *self, uint64_t seq)
+{
+    MDB_txn *txn = NULL;
+    uint8_t seq_be[8];
+    s_put_u64(seq_be, seq);
+    MDB_val key = {.mv_size = sizeof seq_be, .mv_data = seq_be}, val;
+    Cairn__StoredEvent *stored = NULL;
+    uint64_t deleted_max = 0;
+    bool has_deleted = false;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_get(txn, self->events_dbi, &key, &val);
+    if (rc == 0) {
+        stored = cairn__stored_event__unpack(NULL, val.mv_size, val.mv_data);
+        if (!stored || !stored->event)
+            rc = MDB_CORRUPTED;
+    }
+    if (rc == 0)
+        rc = s_index_event(self, txn, stored->event, seq, true);
+    if (rc == 0 && stored->event->event_id && stored->event->event_id[0] &&
+        strlen(stored->event->event_id) <= self->key_max_bytes) {
+        MDB_val id = {.mv_size = strlen(stored->event->event_id),
+                      .mv_data = stored->event->event_id};
+        rc = mdb_get(txn, self->ids_dbi, &id, &val);
+        if (rc == 0 && val.mv_size == 8 && s_get_u64(val.mv_data) == seq)
+            rc = mdb_del(txn, self->ids_dbi, &id, NULL);
+        else if (rc == 0 || rc == MDB_NOTFOUND)
+            rc = 0; /* the id belongs to another event (cannot happen), or none */
+    }
+    if (rc == 0)
+        rc = mdb_del(txn, self->events_dbi, &key, NULL);
+    if (rc == 0)
+        rc = s_get_meta_u64(self, txn, STORE_DELETED_KEY, &deleted_max, &has_deleted);
+    if (rc == 0 && (!has_deleted || seq > deleted_max))
+        rc = s_put_meta_u64(self, txn, STORE_DELETED_KEY, seq);
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else if (txn)
+        mdb_txn_abort(txn);
+    if (stored)
+        cairn__stored_event__free_unpacked(stored, NULL);
+    if (rc == MDB_NOTFOUND)
+        return 0; /* no such event: nothing to do */
+    if (rc != 0)
+        cairn_log_error("store %s: cannot delete the event of seq %llu: %s", self->dir,
+                        (unsigned long long)seq, mdb_strerror(rc));
+    return rc == 0 ? 0 : -1;
 }

@@ -5,6 +5,13 @@
  *   ids       eventID -> ingest seq: the dedup guard
  *   agents    "agent id/spool id" -> last sequence stored (u64): cheap resend check
  *   meta      "delivery_cursor" -> {last delivered ingest seq, window end ms}
+ *   index     attribute + value -> {eventTime, seq} (MDB_DUPSORT, DUPFIXED):
+ *             every store_attr_t below, plus one key holding every event, so
+ *             that any lookup streams newest-first by eventTime (store_query)
+ *
+ * The index is written in the same transaction as its event and deleted with
+ * it (store_delete_event). A store written by a build without the index gets
+ * it built when the writer opens it.
  *
  * Threads: one writer of events (the receiver's loop thread) calls
  * store_put_batches and store_advance_watermark; the delivery actor reads
@@ -21,6 +28,48 @@
 #include "cairn.pb-c.h"
 
 #define STORE_FULL 1 /* the map is full: answer RETRY, do not ack */
+
+/* The attributes the store indexes, besides eventID (which ids holds).
+ * Username is derived (store_username); RESOURCE_NAME holds each resource's
+ * ARN and also its last component (after the last '/' or ':'), so a lookup
+ * by "my-bucket" or "i-0abc" finds arn:aws:s3:::my-bucket or .../i-0abc. */
+typedef enum {
+    STORE_ATTR_EVENT_NAME,    /* eventName */
+    STORE_ATTR_READ_ONLY,     /* "true" or "false"; events without readOnly have none */
+    STORE_ATTR_USERNAME,      /* see store_username */
+    STORE_ATTR_RESOURCE_TYPE, /* resources[].type */
+    STORE_ATTR_RESOURCE_NAME, /* resources[].ARN and its last component */
+    STORE_ATTR_EVENT_SOURCE,  /* eventSource */
+    STORE_ATTR_ACCESS_KEY_ID, /* userIdentity.accessKeyId */
+    STORE_ATTR_REGION,        /* awsRegion */
+    STORE_ATTR_ACCOUNT,       /* recipientAccountId */
+    STORE_ATTR_COUNT,
+} store_attr_t;
+
+/* Where an event sits in every index: newest first means larger
+ * (event_time_ms, seq) first. */
+typedef struct {
+    int64_t event_time_ms; /* eventTime */
+    uint64_t seq;          /* ingest seq: breaks ties */
+} store_position_t;
+
+/* One query: filters combine with AND; NULL means "any". Values are
+ * compared exactly (case-sensitive), as CloudTrail does. */
+typedef struct {
+    const char *event_id;                 /* eventID, or NULL */
+    const char *values[STORE_ATTR_COUNT]; /* per attribute, or NULL */
+    int64_t start_ms;                     /* eventTime >= start_ms (INT64_MIN: no bound) */
+    int64_t end_ms;                       /* eventTime <= end_ms (INT64_MAX: no bound) */
+    bool has_after;                       /* resume: only events older than after */
+    store_position_t after;               /* (strictly below, in index order) */
+} store_query_t;
+
+/* A store_query_t that matches everything. */
+#define STORE_QUERY_ALL                                                                            \
+    (store_query_t)                                                                                \
+    {                                                                                              \
+        .start_ms = INT64_MIN, .end_ms = INT64_MAX                                                 \
+    }
 
 typedef struct store store_t;
 
@@ -42,6 +91,15 @@ typedef struct {
  * calls store_advance_watermark when it is ready.
  * Returns NULL after logging why. */
 store_t *store_new(const char *dir, int64_t map_bytes, bool is_durable);
+
+/* Opens an existing store in dir for reading only (an MDB_RDONLY env): for
+ * `cairn query`, while the aggregator keeps writing (LMDB readers never
+ * block the writer). Needs read access to the data file and write access to
+ * lock.mdb (a reader registers there). Only the read functions may be called
+ * (store_query, store_read_events, store_get_cursor, store_event_count).
+ * Returns NULL after logging why, e.g. no store there, or a store whose
+ * index has not been built yet (the aggregator builds it when it opens it). */
+store_t *store_open_readonly(const char *dir);
 
 /* Closes the store and sets *self_p to NULL. Accepts NULL. */
 void store_destroy(store_t **self_p);
@@ -92,5 +150,38 @@ int store_set_cursor(store_t *self, const store_cursor_t *cursor);
 
 /* Counts for status and tests. */
 uint64_t store_event_count(store_t *self);
+
+/* Called by store_query for each matching event, newest first. stored is
+ * borrowed (valid during the call only); position is where the event sits
+ * (give it back in store_query_t.after to resume after it). Return 0 to go
+ * on, 1 to stop, -1 to stop with an error. */
+typedef int(store_hit_fn)(void *ctx, const store_position_t *position,
+                          const Cairn__StoredEvent *stored);
+
+/* Streams the events matching query to fn, newest first by eventTime (ties:
+ * the later ingested first), in one read transaction. The scan is driven by
+ * the filter with the fewest index entries (eventID when given; the
+ * all-events key when no attribute is), bounded by the time range and the
+ * resume position; each candidate is checked against the other filters
+ * through the index (no unpacking) before its event is read. Nothing is
+ * sorted in memory, so the first hits come after O(log n) work whatever the
+ * size of the store. Returns the number of events passed to fn, or -1
+ * (logged, or fn returned -1). Any thread, read-only stores too. */
+long store_query(store_t *self, const store_query_t *query, store_hit_fn *fn, void *ctx);
+
+/* Deletes the event with ingest seq seq, its eventID entry and its index
+ * entries, in one write transaction: the hook retention calls. Deleting a
+ * seq that is not stored does nothing and is not an error. Afterwards the
+ * eventID is free: the same event sent again would be stored again. Seqs are
+ * never reused, even when the newest event is deleted and the store is
+ * reopened. Returns 0, or -1 (logged). Any thread (LMDB orders writers). */
+int store_delete_event(store_t *self, uint64_t seq);
+
+/* The Username LookupEvents shows for event, as the index holds it:
+ * userIdentity.userName; else, for an assumed role or a federated user, the
+ * session or user name at the end of userIdentity.arn; else "root" for the
+ * Root identity; else "" (none). Sets *name to a pointer into event (not
+ * NUL-terminated, except "root"/"") and returns its length. */
+size_t store_username(const Cairn__Event *event, const char **name);
 
 #endif

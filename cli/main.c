@@ -1,5 +1,6 @@
 /* cairn: the operators' and auditors' command. Dispatches to a subcommand. */
 #include "keygen.h"
+#include "query.h"
 #include "status.h"
 
 #include <stdio.h>
@@ -11,6 +12,7 @@ static void s_usage(FILE *out)
                  "\n"
                  "Commands:\n"
                  "  keygen PATH    write a CURVE keypair for an agent (--agent-id) or the aggregator\n"
+                 "  query          find events in the store (who did what, when)\n"
                  "  status         show each region's agent and the delivery progress\n"
                  "  version        print the version\n"
                  "\n"
@@ -34,6 +36,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "keygen"))
         return keygen_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "query"))
+        return query_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "status"))
         return status_main(argc - 1, argv + 1);
     fprintf(stderr, "cairn: unknown command \"%s\"\n\n", cmd);
