@@ -31,10 +31,14 @@ bool agent_metrics_handle(void *ctx, const cairn_http_request_t *request,
     }
     intake_t *intake = atomic_load(&self->intake);
     shipper_t *shipper = atomic_load(&self->shipper);
+    tail_t *tail = atomic_load(&self->tail);
     intake_stats_t in = {0};
     shipper_stats_t out = {0};
+    tail_stats_t tl = {0};
     if (intake)
         intake_get_stats(intake, &in);
+    if (tail)
+        tail_get_stats(tail, &tl);
     if (shipper)
         shipper_get_stats(shipper, &out);
     uint64_t used = 0, map = 0;
@@ -73,6 +77,40 @@ bool agent_metrics_handle(void *ctx, const cairn_http_request_t *request,
                              (double)rejected[i].value);
     cairn_metrics_one(&m, "cairn_put_audit_events_calls_total", "counter",
                       "PutAuditEvents calls answered 200.", (double)in.audit_calls);
+    cairn_metrics_family(&m, "cairn_events_filtered_total", "counter",
+                         "Valid events the selectors dropped (counted, never spooled), by capture "
+                         "path and the rule that dropped them.");
+    for (int r = SELECTOR_KEEP + 1; r < SELECTOR_REASON_COUNT; r++) {
+        const char *reason = selector_reason_name((selector_reason_t)r);
+        cairn_metrics_sample(&m, "cairn_events_filtered_total",
+                             (const char *[]){"source", "http", "reason", reason, NULL},
+                             (double)in.events_filtered[r]);
+        cairn_metrics_sample(&m, "cairn_events_filtered_total",
+                             (const char *[]){"source", "tail", "reason", reason, NULL},
+                             (double)tl.filtered[r]);
+    }
+    cairn_metrics_one(&m, "cairn_tail_lines_total", "counter",
+                      "Lines the tail consumed: spooled, filtered, bad or blank.",
+                      (double)tl.lines_read);
+    cairn_metrics_one(&m, "cairn_tail_events_spooled_total", "counter",
+                      "Events from tailed files committed to the spool.",
+                      (double)tl.events_spooled);
+    cairn_metrics_one(&m, "cairn_tail_bad_lines_total", "counter",
+                      "Tailed lines that were not a valid record (skipped, logged).",
+                      (double)tl.bad_lines);
+    cairn_metrics_one(&m, "cairn_tail_rotations_total", "counter",
+                      "Tailed files finished after being moved or deleted away.",
+                      (double)tl.rotations);
+    cairn_metrics_one(&m, "cairn_tail_truncations_total", "counter",
+                      "Tailed files read again from the start (truncated or rewritten).",
+                      (double)tl.truncations);
+    cairn_metrics_one(&m, "cairn_tail_spool_full_total", "counter",
+                      "Times a tail batch found the spool full (the tail pauses and retries).",
+                      (double)tl.spool_full);
+    cairn_metrics_one(&m, "cairn_tail_files", "gauge", "Files the tail follows now.",
+                      (double)tl.files);
+    cairn_metrics_one(&m, "cairn_tail_paused", "gauge",
+                      "1 while the tail waits for room in the spool.", tl.is_paused ? 1 : 0);
     cairn_metrics_one(&m, "cairn_spool_events", "gauge",
                       "Events spooled and not yet acknowledged.", (double)pending);
     cairn_metrics_one(&m, "cairn_spool_bytes", "gauge", "Bytes of the spool in use.",

@@ -1,5 +1,5 @@
 /* agent_metrics.h: the agent's GET /metrics (Prometheus text): intake,
- * spool and shipper counters. */
+ * tail, selector, spool and shipper counters. */
 #ifndef CAIRN_AGENT_METRICS_H
 #define CAIRN_AGENT_METRICS_H
 
@@ -10,12 +10,14 @@
 #include "intake.h"
 #include "shipper.h"
 #include "spool.h"
+#include "tail.h"
 
 /* What /metrics reads. The intake starts serving before the shipper exists,
  * so the pointers are atomics, set as the objects are made (NULL = not yet). */
 typedef struct {
     _Atomic(intake_t *) intake;
     _Atomic(shipper_t *) shipper;
+    _Atomic(tail_t *) tail; /* NULL when no [tail] paths are configured */
     spool_t *spool;
     const char *agent_id;
     const char *region;

@@ -499,9 +499,13 @@ static void s_fail_record(audit_api_t *self, s_entry_t *entry, const char *why, 
         s_fail_event(self, entry, "InvalidData", "eventData: %s", why);
 }
 
-static void s_check_event(audit_api_t *self, s_entry_t *entry, const char *channel_arn,
-                          const char *account)
+/* Checks one event and packs it, unless it is bad (listed in "failed") or
+ * the filter drops it (*is_filtered; listed in "successful"). */
+static void s_check_event(audit_api_t *self, s_entry_t *entry, const audit_api_request_t *request,
+                          const char *account, bool *is_filtered)
 {
+    const char *channel_arn = request->channel_arn;
+    *is_filtered = false;
     const char *id = s_str(self, &entry->fields[FIELD_ID]);
     const s_string_t *data_s = &entry->fields[FIELD_EVENT_DATA];
     const char *data = s_str(self, data_s);
@@ -544,6 +548,10 @@ static void s_check_event(audit_api_t *self, s_entry_t *entry, const char *chann
         s_fail_event(self, entry, "InvalidRecipient",
                      "recipientAccountId %s is not the account of the channel (%s)",
                      event.recipient_account_id, account);
+        return;
+    }
+    if (request->filter && !request->filter(request->filter_ctx, &event)) {
+        *is_filtered = true;
         return;
     }
     s_pack(self, &event);
@@ -652,8 +660,12 @@ void audit_api_put_audit_events(audit_api_t *self, spool_t *spool,
         s_respond_error(self, response, 400, self->error_type, self->error);
         return;
     }
-    for (size_t i = 0; i < self->entry_count; i++)
-        s_check_event(self, &self->entries[i], request->channel_arn, account);
+    size_t filtered_count = 0;
+    for (size_t i = 0; i < self->entry_count; i++) {
+        bool is_filtered;
+        s_check_event(self, &self->entries[i], request, account, &is_filtered);
+        filtered_count += is_filtered;
+    }
 
     int rc = 0;
     if (self->packed_count) {
@@ -678,7 +690,8 @@ void audit_api_put_audit_events(audit_api_t *self, spool_t *spool,
                         "the agent could not write its spool; nothing was stored");
     } else {
         outcome->accepted_count = self->packed_count;
-        outcome->failed_count = self->entry_count - self->packed_count;
+        outcome->filtered_count = filtered_count;
+        outcome->failed_count = self->entry_count - self->packed_count - filtered_count;
         s_respond_results(self, response);
     }
 }

@@ -27,6 +27,12 @@
  * account fails with InvalidRecipient. externalId is checked for shape and
  * otherwise ignored (cairn has no channel resource policies).
  *
+ * Selectors: a valid event the request's filter drops is not spooled and is
+ * still listed in "successful" with its eventID, as in CloudTrail Lake,
+ * where the channel accepts the event and the event data store's selectors
+ * decide afterwards, unseen by the caller, whether it is kept. A caller
+ * that retried a "failed" filtered event would only be filtered again.
+ *
  * THREADS: an audit_api_t is used by one thread at a time (the intake keeps
  * one per HTTP pool thread); spool_append may be called from any thread. */
 #ifndef CAIRN_AUDIT_API_H
@@ -46,17 +52,24 @@
 
 typedef struct audit_api audit_api_t;
 
+/* Decides whether a valid event is spooled: true keeps it. event is
+ * borrowed for the call. */
+typedef bool(audit_api_filter_fn)(void *ctx, const Cairn__Event *event);
+
 /* One PutAuditEvents call as received. Strings are borrowed. */
 typedef struct {
     const char *channel_arn; /* channelArn query parameter, decoded; NULL if absent */
     const char *external_id; /* externalId, decoded; NULL if absent */
     const char *body;        /* request body */
     size_t body_len;
+    audit_api_filter_fn *filter; /* selectors; NULL keeps every valid event */
+    void *filter_ctx;
 } audit_api_request_t;
 
 /* What one call did, for the intake's counters. */
 typedef struct {
     size_t accepted_count; /* events spooled (listed in "successful") */
+    size_t filtered_count; /* valid events the filter dropped (also in "successful") */
     size_t failed_count;   /* events listed in "failed" */
     bool is_rejected;      /* the request was refused as a whole (4xx) */
     bool is_spool_full;    /* 503: nothing was spooled */

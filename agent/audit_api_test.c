@@ -31,6 +31,7 @@ typedef struct {
     cairn_http_response_t response;
     audit_api_outcome_t outcome;
     yajl_val answer; /* parsed response body */
+    audit_api_filter_fn *filter; /* given with each call, or NULL */
 } fixture_t;
 
 typedef struct {
@@ -109,7 +110,7 @@ static int s_call_raw(fixture_t *f, const char *channel, const char *external_id
     yajl_tree_free(f->answer);
     free(f->response.body);
     memset(&f->response, 0, sizeof f->response);
-    audit_api_request_t request = {channel, external_id, body, len};
+    audit_api_request_t request = {channel, external_id, body, len, f->filter, NULL};
     audit_api_put_audit_events(f->api, f->spool, &request, &f->response, &f->outcome);
     char err[256];
     f->answer = yajl_tree_parse(f->response.body, err, sizeof err);
@@ -195,6 +196,48 @@ static void s_read_spool(fixture_t *f, spooled_t *s)
 {
     memset(s, 0, sizeof *s);
     assert_true(spool_read(f->spool, 1, 128, 64 << 20, s_collect, s) >= 0);
+}
+
+/* Keeps every event but those from kms.amazonaws.com. */
+static bool s_drop_kms(void *ctx, const Cairn__Event *event)
+{
+    return strcmp(event->event_source, "kms.amazonaws.com") != 0;
+}
+
+static void filtered_events_succeed_without_being_spooled(void **state)
+{
+    fixture_t *f = *state;
+    f->filter = s_drop_kms;
+    audit_event_t events[] = {
+        {"evt-1", RECORD, NULL},
+        {"evt-2", "{\"eventName\":\"Decrypt\",\"eventSource\":\"kms.amazonaws.com\"}", NULL},
+        {"evt-3", "{\"eventName\":\"Decrypt\"}", NULL},
+    };
+    assert_int_equal(s_call(f, events, 3), 200);
+    assert_int_equal(f->outcome.accepted_count, 1);
+    assert_int_equal(f->outcome.filtered_count, 1);
+    assert_int_equal(f->outcome.failed_count, 1);
+    /* As in CloudTrail Lake: the call took the event; the selectors dropped it. */
+    yajl_val ok = s_array(f, "successful");
+    assert_int_equal(ok->u.array.len, 2);
+    assert_string_equal(s_get(ok->u.array.values[1], "id"), "evt-2");
+    char expected[37];
+    audit_api_event_id(CHANNEL, "evt-2", expected);
+    assert_string_equal(s_get(ok->u.array.values[1], "eventID"), expected);
+    assert_int_equal(s_array(f, "failed")->u.array.len, 1);
+    spooled_t spooled;
+    s_read_spool(f, &spooled);
+    assert_int_equal(spooled.count, 1);
+    audit_api_event_id(CHANNEL, "evt-1", expected);
+    assert_string_equal(spooled.event_ids[0], expected);
+
+    /* Everything filtered: 200, nothing spooled. */
+    assert_int_equal(s_call(f, events + 1, 1), 200);
+    assert_int_equal(f->outcome.accepted_count, 0);
+    assert_int_equal(f->outcome.filtered_count, 1);
+    assert_int_equal(s_array(f, "successful")->u.array.len, 1);
+    s_read_spool(f, &spooled);
+    assert_int_equal(spooled.count, 1);
 }
 
 static void event_ids_are_derived_from_channel_and_id(void **state)
@@ -426,6 +469,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(whole_request_errors_store_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(channel_and_external_id_are_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(filtered_events_succeed_without_being_spooled, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,10 @@
  * into packed protobuf Events, collected in a per-request buffer; only when
  * every record is valid are they appended to the spool, in one transaction,
  * and only after that commit is 200 sent. Any bad record means 400 and
- * nothing stored. POST /PutAuditEvents is CloudTrail Lake's partial-success
+ * nothing stored. Valid events the selectors drop are counted (after the
+ * commit, so a 503 counts nothing) and never spooled; a request is matched
+ * against one set of rules, borrowed for its duration, so a SIGHUP reload
+ * never splits it. POST /PutAuditEvents is CloudTrail Lake's partial-success
  * API, served by audit_api. Each HTTP pool thread keeps its own event parser
  * and audit_api in thread-local storage (neither is thread-safe, and both are
  * costly to make per request). Counters are atomics read by status and
@@ -58,6 +61,8 @@ struct intake {
     atomic_uint_fast64_t auth_unknown_key;
     atomic_uint_fast64_t auth_bad_signature;
     atomic_uint_fast64_t auth_expired;
+    selector_t *selector; /* borrowed; NULL keeps all */
+    atomic_uint_fast64_t events_filtered[SELECTOR_REASON_COUNT];
 };
 
 /* What each HTTP pool thread keeps: made on its first request. */
@@ -74,6 +79,9 @@ typedef struct {
     size_t *offsets; /* start of each event in data */
     size_t count;
     size_t offsets_cap;
+    const selector_rules_t *rules;            /* borrowed for the request */
+    uint64_t filtered[SELECTOR_REASON_COUNT]; /* valid events dropped, by reason */
+    size_t filtered_count;
 } s_pending_t;
 
 /* Runs when an HTTP pool thread exits. */
@@ -103,6 +111,12 @@ static s_worker_t *s_worker(intake_t *self)
 static int s_collect(void *ctx, size_t index, const Cairn__Event *event)
 {
     s_pending_t *pending = ctx;
+    selector_reason_t reason = selector_match(pending->rules, event);
+    if (reason != SELECTOR_KEEP) {
+        pending->filtered[reason]++;
+        pending->filtered_count++;
+        return 0;
+    }
     size_t size = cairn__event__get_packed_size(event);
     if (pending->len + size > pending->cap) {
         pending->cap = (pending->len + size) * 2;
@@ -131,10 +145,18 @@ static void s_note_spool(intake_t *self, bool is_full)
         cairn_log_notice("intake: spool has room again; accepting events");
 }
 
+/* Adds a committed request's filtered events to the counters. */
+static void s_count_filtered(intake_t *self, const uint64_t filtered[SELECTOR_REASON_COUNT])
+{
+    for (int r = SELECTOR_KEEP + 1; r < SELECTOR_REASON_COUNT; r++)
+        if (filtered[r])
+            atomic_fetch_add(&self->events_filtered[r], filtered[r]);
+}
+
 static void s_post_events(intake_t *self, const cairn_http_request_t *request,
                           cairn_http_response_t *response)
 {
-    s_pending_t pending = {0};
+    s_pending_t pending = {.rules = selector_acquire(self->selector)};
     char err[512];
     long count = event_parser_parse_body(s_worker(self)->parser, request->body, request->body_len,
                                          s_collect, &pending, err, sizeof err);
@@ -164,9 +186,12 @@ static void s_post_events(intake_t *self, const cairn_http_request_t *request,
     free(bufs);
     free(lens);
     if (rc == 0) {
-        s_note_spool(self, false);
+        if (pending.count)
+            s_note_spool(self, false);
         atomic_fetch_add(&self->events_accepted, pending.count);
-        cairn_http_respond(response, 200, "{\"accepted\":%zu}", pending.count);
+        s_count_filtered(self, pending.filtered);
+        cairn_http_respond(response, 200, "{\"accepted\":%zu,\"filtered\":%zu}", pending.count,
+                           pending.filtered_count);
     } else if (rc == SPOOL_FULL) {
         s_note_spool(self, true);
         cairn_http_respond_error(response, 503, "spool full; retry later");
@@ -174,18 +199,38 @@ static void s_post_events(intake_t *self, const cairn_http_request_t *request,
     } else
         cairn_http_respond_error(response, 500, "spool write failed; nothing was stored");
 out:
+    selector_release(self->selector, &pending.rules);
     free(pending.data);
     free(pending.offsets);
+}
+
+/* What a PutAuditEvents call's filter counts, for its duration. */
+typedef struct {
+    const selector_rules_t *rules;
+    uint64_t filtered[SELECTOR_REASON_COUNT];
+} s_audit_filter_t;
+
+static bool s_audit_filter(void *ctx, const Cairn__Event *event)
+{
+    s_audit_filter_t *filter = ctx;
+    selector_reason_t reason = selector_match(filter->rules, event);
+    filter->filtered[reason]++;
+    return reason == SELECTOR_KEEP;
 }
 
 static void s_put_audit_events(intake_t *self, const cairn_http_request_t *request,
                                cairn_http_response_t *response)
 {
+    s_audit_filter_t filter = {.rules = selector_acquire(self->selector)};
     audit_api_request_t call = {cairn_http_query(request, "channelArn"),
-                                cairn_http_query(request, "externalId"), request->body,
-                                request->body_len};
+                                cairn_http_query(request, "externalId"),
+                                request->body,
+                                request->body_len,
+                                filter.rules ? s_audit_filter : NULL,
+                                &filter};
     audit_api_outcome_t outcome;
     audit_api_put_audit_events(s_worker(self)->audit_api, self->spool, &call, response, &outcome);
+    selector_release(self->selector, &filter.rules);
     atomic_fetch_add(&self->events_accepted, outcome.accepted_count);
     atomic_fetch_add(&self->events_rejected, outcome.failed_count);
     if (outcome.is_rejected)
@@ -195,6 +240,8 @@ static void s_put_audit_events(intake_t *self, const cairn_http_request_t *reque
     else if (!outcome.is_spool_error) {
         if (outcome.accepted_count)
             s_note_spool(self, false);
+        filter.filtered[SELECTOR_KEEP] = 0;
+        s_count_filtered(self, filter.filtered);
         atomic_fetch_add(&self->audit_calls, 1);
     }
 }
@@ -363,6 +410,7 @@ intake_t *intake_new(spool_t *spool, const intake_options_t *options)
     self->defaults.region = self->region;
     self->defaults.account_id = self->account_id;
     self->keys = options->keys;
+    self->selector = options->selector;
     self->is_key_ready = pthread_key_create(&self->worker_key, s_worker_free) == 0;
     unsigned timeout_s =
         options->request_timeout_s ? options->request_timeout_s : INTAKE_DEFAULT_REQUEST_TIMEOUT_S;
@@ -412,4 +460,6 @@ void intake_get_stats(intake_t *self, intake_stats_t *stats)
     stats->auth_bad_signature = atomic_load(&self->auth_bad_signature);
     stats->auth_expired = atomic_load(&self->auth_expired);
     stats->timeouts = self->http ? cairn_http_timeout_count(self->http) : 0;
+    for (int r = 0; r < SELECTOR_REASON_COUNT; r++)
+        stats->events_filtered[r] = atomic_load(&self->events_filtered[r]);
 }

@@ -1,14 +1,18 @@
 /* intake.h: the agent's HTTP intake (libmicrohttpd).
  *
  *   POST /v1/events   body: one record, a JSON array of records, or
- *                     {"Records":[...]}. 200 {"accepted":N} only after the
- *                     events are committed to the spool; 400 {"error":...,
+ *                     {"Records":[...]}. 200 {"accepted":N,"filtered":M}
+ *                     only after the events are committed to the spool (M
+ *                     valid records the selectors dropped: counted, not
+ *                     spooled; all of them may be); 400 {"error":...,
  *                     "record":K} naming the bad record (nothing of the request
  *                     is stored); 413 over max_body; 503 + Retry-After when the
  *                     spool is full.
  *   POST /PutAuditEvents?channelArn=...[&externalId=...]
  *                     CloudTrail Lake's PutAuditEvents (see audit_api.h):
- *                     partial success, {"successful":[...],"failed":[...]}.
+ *                     partial success, {"successful":[...],"failed":[...]};
+ *                     events the selectors drop are listed in "successful"
+ *                     (see audit_api.h).
  *   GET /health       200 {"status":"ok"}, or 503 with the reason while the
  *                     spool is full; never needs a signature.
  *   anything else     the fallback handler's (GET /metrics), else 404.
@@ -35,6 +39,7 @@
 #include "cairn_http.h"
 
 #include "event.h"
+#include "selector.h"
 #include "sigv4.h"
 #include "spool.h"
 
@@ -54,6 +59,7 @@ typedef struct {
     const sigv4_keys_t *keys;   /* not NULL: POSTs need SigV4 by one of these (borrowed) */
     intake_fallback_fn *fallback; /* other endpoints, or NULL */
     void *fallback_ctx;
+    selector_t *selector; /* drops events before the spool (borrowed); NULL keeps all */
 } intake_options_t;
 
 typedef struct {
@@ -71,6 +77,7 @@ typedef struct {
     uint64_t auth_bad_signature; /* 403: signature, scope or payload hash wrong */
     uint64_t auth_expired;       /* 403: X-Amz-Date more than 15 minutes off */
     uint64_t timeouts;           /* requests dropped: not received within request_timeout_s */
+    uint64_t events_filtered[SELECTOR_REASON_COUNT]; /* valid events the selectors dropped */
 } intake_stats_t;
 
 /* Starts listening. Returns NULL after logging why (address in use, bad

@@ -6,9 +6,11 @@
 #include "cairn_signal.h"
 #include "config.h"
 #include "intake.h"
+#include "selector.h"
 #include "shipper.h"
 #include "sigv4.h"
 #include "spool.h"
+#include "tail.h"
 
 #include <czmq.h>
 #include <getopt.h>
@@ -23,7 +25,15 @@ typedef struct {
     intake_options_t intake;
     shipper_options_t shipper;
     sigv4_keys_t *keys; /* [auth] senders' keys; NULL when sigv4 = off */
+    selector_rules_t *selector_rules; /* [selectors]; NULL after an error or once taken */
+    tail_options_t tail;              /* [tail]; tail.paths "" when there is nothing to follow */
 } s_settings_t;
+
+/* What a SIGHUP reload changes. */
+typedef struct {
+    const char *config_path;
+    selector_t *selector;
+} s_reload_t;
 
 static void s_usage(FILE *out)
 {
@@ -47,8 +57,10 @@ static void s_usage(FILE *out)
             "  GET  /health        200 when the agent can accept events, else 503 + reason\n"
             "  GET  /metrics       Prometheus metrics\n"
             "\n"
+            "JSON-lines files named by [tail] paths are followed too, one record a line.\n"
+            "\n"
             "Signals: SIGTERM/SIGINT stop cleanly; spooled events are kept. SIGHUP\n"
-            "reloads the log level.\n");
+            "reloads the log level and the [selectors].\n");
 }
 
 /* Reads every setting, recording all errors in cfg. */
@@ -85,6 +97,16 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
     s->spool_map_bytes =
         config_size(cfg, "spool", "map_size", (int64_t)1 << 30, 1 << 20, (int64_t)1 << 44);
     s->is_durable = config_bool(cfg, "spool", "durable", true);
+    s->selector_rules = selector_rules_read(cfg);
+    s->tail.paths = config_str(cfg, "tail", "paths", "");
+    char paths_err[512];
+    if (tail_paths_check(s->tail.paths, paths_err, sizeof paths_err) < 0)
+        config_error(cfg, "tail", "paths", "%s", paths_err);
+    s->tail.poll_ms = config_duration_ms(cfg, "tail", "poll_interval", 250, 10, 60000);
+    s->tail.rotate_wait_ms = config_duration_ms(cfg, "tail", "rotate_wait", 2000, 0, 3600000);
+    s->tail.batch_max_lines = (size_t)config_int(cfg, "tail", "batch_max_lines", 1000, 1, 100000);
+    s->tail.defaults.region = region;
+    s->tail.defaults.account_id = account;
     s->shipper.endpoint = config_str_required(cfg, "aggregator", "endpoint");
     s->shipper.agent_id = config_str(cfg, "agent", "id", region);
     s->shipper.region = region;
@@ -110,11 +132,12 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
 }
 
 /* On SIGHUP: re-reads the config and applies what can change without a
- * restart (the log level); a config with errors is refused whole and the
- * running settings stay. */
+ * restart (the log level and the selectors); a config with errors is
+ * refused whole and the running settings stay. */
 static int s_on_reload_tick(zloop_t *loop, int timer_id, void *arg)
 {
-    const char *config_path = arg;
+    const s_reload_t *reload = arg;
+    const char *config_path = reload->config_path;
     if (!cairn_signal_take_reload())
         return 0;
     char err[512];
@@ -135,9 +158,13 @@ static int s_on_reload_tick(zloop_t *loop, int timer_id, void *arg)
         if (old_level != cairn_log_level)
             cairn_log_notice("reload: log level %s -> %s", names[old_level],
                              names[cairn_log_level]);
-        cairn_log_notice("reload: done (addresses, spool, credentials and shipping settings "
-                         "take effect at restart)");
+        /* Logs each selector key that changed; requests and tail batches
+         * in progress finish with the rules they started with. */
+        selector_replace(reload->selector, &settings.selector_rules);
+        cairn_log_notice("reload: done (addresses, spool, credentials, tail and shipping "
+                         "settings take effect at restart)");
     }
+    selector_rules_destroy(&settings.selector_rules);
     sigv4_keys_destroy(&settings.keys);
     config_destroy(&cfg);
     return 0;
@@ -177,12 +204,14 @@ int main(int argc, char **argv)
     if (config_log_errors(cfg) > 0) {
         cairn_log_error("config %s: %zu error(s); not starting", config_path,
                         config_error_count(cfg));
+        selector_rules_destroy(&settings.selector_rules);
         sigv4_keys_destroy(&settings.keys);
         config_destroy(&cfg);
         return 1;
     }
     if (is_check_only) {
         printf("%s: configuration is valid\n", config_path);
+        selector_rules_destroy(&settings.selector_rules);
         sigv4_keys_destroy(&settings.keys);
         config_destroy(&cfg);
         return 0;
@@ -196,11 +225,18 @@ int main(int argc, char **argv)
     agent_metrics_t metrics = {.spool = spool,
                                .agent_id = settings.shipper.agent_id,
                                .region = settings.shipper.region};
+    selector_t *selector = selector_new(&settings.selector_rules);
     settings.intake.fallback = agent_metrics_handle;
     settings.intake.fallback_ctx = &metrics;
+    settings.intake.selector = selector;
     intake_t *intake = spool ? intake_new(spool, &settings.intake) : NULL;
     atomic_store(&metrics.intake, intake);
-    shipper_t *shipper = intake ? shipper_new(spool, loop, &settings.shipper) : NULL;
+    settings.tail.selector = selector;
+    bool has_tail = settings.tail.paths[0] != '\0';
+    tail_t *tail = intake && has_tail ? tail_new(spool, &settings.tail) : NULL;
+    atomic_store(&metrics.tail, tail);
+    bool is_capturing = intake && (tail || !has_tail);
+    shipper_t *shipper = is_capturing ? shipper_new(spool, loop, &settings.shipper) : NULL;
     atomic_store(&metrics.shipper, shipper);
     if (shipper && !settings.shipper.secret_key_file)
         cairn_log_warning("agent %s: [security] curve = off: events travel to the aggregator in "
@@ -211,7 +247,8 @@ int main(int argc, char **argv)
                          settings.shipper.agent_id, settings.shipper.region,
                          settings.intake.listen, settings.shipper.endpoint);
         cairn_signal_catch_reload();
-        zloop_timer(loop, 250, 0, s_on_reload_tick, (void *)config_path);
+        s_reload_t reload = {config_path, selector};
+        zloop_timer(loop, 250, 0, s_on_reload_tick, &reload);
         /* zloop_start also returns when a SIGHUP interrupts its poll; only
          * SIGTERM/SIGINT (zsys_interrupted) end the process. */
         while (zloop_start(loop) == 0 && !zsys_interrupted)
@@ -223,7 +260,9 @@ int main(int argc, char **argv)
     }
     /* The intake (and its /metrics) stops first: nothing reads the others then. */
     intake_destroy(&intake);
+    tail_destroy(&tail);
     shipper_destroy(&shipper);
+    selector_destroy(&selector);
     sigv4_keys_destroy(&settings.keys);
     spool_destroy(&spool);
     zloop_destroy(&loop);

@@ -109,6 +109,8 @@ typedef enum {
     FIELD_READ_ONLY,
     FIELD_USER_IDENTITY,
     FIELD_RESOURCES,
+    FIELD_EVENT_CATEGORY,
+    FIELD_MANAGEMENT_EVENT,
     FIELD_COUNT,
     FIELD_NONE = FIELD_COUNT, /* a key cairn does not read */
 } field_t;
@@ -205,6 +207,8 @@ static const field_info_t s_fields[FIELD_COUNT] = {
     [FIELD_READ_ONLY] = FIELD("readOnly", TOK_BOOL, "a boolean", FIELD_NOT_STORED),
     [FIELD_USER_IDENTITY] = FIELD("userIdentity", TOK_MAP_START, "an object", FIELD_NOT_STORED),
     [FIELD_RESOURCES] = FIELD("resources", TOK_ARRAY_START, "an array", FIELD_NOT_STORED),
+    [FIELD_EVENT_CATEGORY] = STRING_FIELD("eventCategory", event_category),
+    [FIELD_MANAGEMENT_EVENT] = FIELD("managementEvent", TOK_BOOL, "a boolean", FIELD_NOT_STORED),
 };
 
 #define NESTED(name, type, member)                                                                 \
@@ -492,6 +496,8 @@ static int s_top_value(event_parser_t *self, const token_t *tok)
     else if (field == FIELD_READ_ONLY)
         self->out->read_only =
             tok->boolean ? CAIRN__READ_ONLY__READ_ONLY_TRUE : CAIRN__READ_ONLY__READ_ONLY_FALSE;
+    else if (field == FIELD_MANAGEMENT_EVENT)
+        self->out->management_event = tok->boolean != 0;
     else if (field == FIELD_USER_IDENTITY) {
         self->container = CONTAINER_USER;
         self->seen_nested = 0;

@@ -42,13 +42,15 @@ void event_parser_destroy(event_parser_t **self_p);
  *
  * Requires eventName and eventSource (non-empty strings). eventTime, when
  * present, must be an ISO-8601 UTC string. eventID, awsRegion,
- * recipientAccountId, eventVersion, eventType, when present, must be
- * non-empty strings; userIdentity an object; readOnly a boolean; resources an
- * array of objects. Fills what is missing: eventID (a random UUID v4),
- * eventTime (now), awsRegion and recipientAccountId (from the defaults),
- * eventVersion, eventType. event->json is the record as compact JSON with the
- * filled fields appended (in that order, after the record's own keys), keys
- * and values otherwise as given: strings decoded and re-escaped, numbers as
+ * recipientAccountId, eventVersion, eventType, eventCategory, when present,
+ * must be non-empty strings; userIdentity an object; readOnly and
+ * managementEvent booleans; resources an array of objects. eventCategory and
+ * managementEvent are read, never filled: "" and false when absent. Fills
+ * what is missing: eventID (a random UUID v4), eventTime (now), awsRegion and
+ * recipientAccountId (from the defaults), eventVersion, eventType.
+ * event->json is the record as compact JSON with the filled fields appended
+ * (in that order, after the record's own keys), keys and values otherwise
+ * as given: strings decoded and re-escaped, numbers as
  * their original text. A filled eventTime is now in whole seconds, and
  * event_time_ms is that same second.
  *

@@ -156,6 +156,8 @@ static void run_instances_example_is_indexed_and_kept(void **state)
     assert_string_equal(ev.access_key_id, "ASIAEXAMPLEKEY000001");
     assert_int_equal(ev.read_only, CAIRN__READ_ONLY__READ_ONLY_FALSE);
     assert_int_equal(ev.n_resources, 0);
+    assert_string_equal(ev.event_category, "Management");
+    assert_true(ev.management_event);
 
     char *json = json_of(&ev), *expected = compact(RUN_INSTANCES);
     assert_string_equal(json, expected); /* complete: nothing appended, nothing doubled */
@@ -332,6 +334,51 @@ static void read_only_is_true_false_or_unset(void **state)
     event_parser_destroy(&parser);
 }
 
+static void category_and_management_event_are_read_not_filled(void **state)
+{
+    event_parser_t *parser = new_parser("");
+    Cairn__Event ev;
+    char err[256] = "";
+    assert_int_equal(parse(parser,
+                           "{\"eventName\":\"a\",\"eventSource\":\"b\",\"eventCategory\":\"Data\","
+                           "\"managementEvent\":false}",
+                           &ev, err, sizeof err),
+                     0);
+    assert_string_equal(ev.event_category, "Data");
+    assert_false(ev.management_event);
+    assert_int_equal(parse(parser,
+                           "{\"managementEvent\":true,\"eventCategory\":\"NetworkActivity\","
+                           "\"eventName\":\"a\",\"eventSource\":\"b\"}",
+                           &ev, err, sizeof err),
+                     0);
+    assert_string_equal(ev.event_category, "NetworkActivity");
+    assert_true(ev.management_event);
+    assert_int_equal(parse(parser, MINIMAL, &ev, err, sizeof err), 0);
+    assert_string_equal(ev.event_category, "");
+    assert_false(ev.management_event);
+    char *json = json_of(&ev);
+    assert_null(strstr(json, "eventCategory")); /* read, never filled */
+    assert_null(strstr(json, "managementEvent"));
+    free(json);
+
+    /* Survives packing: the aggregator and the selectors see it. */
+    assert_int_equal(parse(parser,
+                           "{\"eventName\":\"a\",\"eventSource\":\"b\",\"eventCategory\":\"Data\","
+                           "\"managementEvent\":true}",
+                           &ev, err, sizeof err),
+                     0);
+    size_t size = cairn__event__get_packed_size(&ev);
+    uint8_t *buf = cairn_malloc(size);
+    cairn__event__pack(&ev, buf);
+    Cairn__Event *back = cairn__event__unpack(NULL, size, buf);
+    assert_non_null(back);
+    assert_string_equal(back->event_category, "Data");
+    assert_true(back->management_event);
+    cairn__event__free_unpacked(back, NULL);
+    free(buf);
+    event_parser_destroy(&parser);
+}
+
 static void user_identity_is_read_one_level_down(void **state)
 {
     event_parser_t *parser = new_parser("");
@@ -449,6 +496,15 @@ static void bad_records_are_rejected_with_the_reason(void **state)
          "\"y\"}]}",
          "duplicate field resources[1].ARN"},
         {"{\"eventName\":\"a\",\"eventSource\":\"b\",\"awsRegion\":\"\"}", "awsRegion is empty"},
+        {"{\"eventName\":\"a\",\"eventSource\":\"b\",\"eventCategory\":\"\"}",
+         "eventCategory is empty"},
+        {"{\"eventName\":\"a\",\"eventSource\":\"b\",\"eventCategory\":1}",
+         "eventCategory is not a string (found number)"},
+        {"{\"eventName\":\"a\",\"eventSource\":\"b\",\"managementEvent\":\"true\"}",
+         "managementEvent is not a boolean (found string)"},
+        {"{\"eventName\":\"a\",\"eventSource\":\"b\",\"eventCategory\":\"Data\","
+         "\"eventCategory\":\"Data\"}",
+         "duplicate field eventCategory"},
         {"{\"eventName\":\"a\",\"eventSource\":\"b\",\"eventVersion\":1.11}",
          "eventVersion is not a string (found number)"},
         {"{\"eventName\":\"a\",\"eventSource\":\"b\"} x", "trailing garbage"},
@@ -778,6 +834,7 @@ int main(void)
         cmocka_unit_test(resources_are_indexed),
         cmocka_unit_test(resources_over_the_cap_stay_in_the_json),
         cmocka_unit_test(read_only_is_true_false_or_unset),
+        cmocka_unit_test(category_and_management_event_are_read_not_filled),
         cmocka_unit_test(user_identity_is_read_one_level_down),
         cmocka_unit_test(strings_and_numbers_keep_their_meaning),
         cmocka_unit_test(event_packs_and_unpacks),

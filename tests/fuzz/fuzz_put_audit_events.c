@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(body, data, size);
     body[size] = '\0';
     audit_api_request_t call = {"arn:aws:cloudtrail:us-east-1:123456789012:channel/fuzz", NULL,
-                                body, size};
+                                body, size, NULL, NULL};
     cairn_http_response_t response = {.status = 200};
     audit_api_outcome_t outcome;
     audit_api_put_audit_events(api, spool, &call, &response, &outcome);
