@@ -56,23 +56,23 @@ static void s_health(const status_sources_t *src, const s_view_t *view,
                      cairn_http_response_t *response)
 {
     const char *reason = s_unhealthy_reason(src, view);
+    cairn_buf_t out;
+    cairn_buf_init(&out);
+    cairn_buf_printf(&out, "{\"status\":\"%s\",", reason ? "unhealthy" : "ok");
     if (reason) {
-        cairn_buf_t out;
-        cairn_buf_init(&out);
-        cairn_buf_printf(&out, "{\"status\":\"unhealthy\",\"reason\":");
+        cairn_buf_printf(&out, "\"reason\":");
         cairn_buf_json_string(&out, reason);
-        cairn_buf_printf(&out, "}");
-        response->status = 503;
-        response->body = cairn_buf_take(&out, &response->body_len);
-        return;
+        cairn_buf_printf(&out, ",");
     }
-    cairn_http_respond(response, 200,
-                       "{\"status\":\"ok\",\"events_stored\":%llu,\"windows_delivered\":%llu,"
-                       "\"objects_put\":%llu,\"put_errors\":%llu}",
-                       (unsigned long long)view->events_stored,
-                       (unsigned long long)view->delivery.windows_delivered,
-                       (unsigned long long)view->delivery.objects_put,
-                       (unsigned long long)view->delivery.put_errors);
+    cairn_buf_printf(&out,
+                     "\"events_stored\":%llu,\"windows_delivered\":%llu,\"objects_put\":%llu,"
+                     "\"put_errors\":%llu,\"delivery_lag_s\":%.1f}",
+                     (unsigned long long)view->events_stored,
+                     (unsigned long long)view->delivery.windows_delivered,
+                     (unsigned long long)view->delivery.objects_put,
+                     (unsigned long long)view->delivery.put_errors, view->lag_ms / 1000.0);
+    response->status = reason ? 503 : 200;
+    response->body = cairn_buf_take(&out, &response->body_len);
 }
 
 static void s_metrics(const status_sources_t *src, const s_view_t *view,

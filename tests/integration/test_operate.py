@@ -124,11 +124,15 @@ def main():
         east, west = conf["CAIRN_AGENT_URLS"].split()
         agg_url = conf["CAIRN_AGGREGATOR_HEALTH_URL"].rsplit("/health", 1)[0]
 
-        # 1. The workload.
+        # 1. The workload. us-east-1's events are stored before their
+        # duplicates go to eu-west-2, so which agent's copy counts as the
+        # duplicate is known.
         sent_east = [record("us-east-1", i) for i in range(1500)]
         sent_west = [record("eu-west-2", i) for i in range(500)]
         for i in range(0, 1500, 50):
             check(post(east, sent_east[i:i + 50])[0] == 200, "a good request to us-east-1 failed")
+        wait_for("us-east-1's 1500 events stored",
+                 lambda: scrape(agg_url).get("cairn_events_stored_total", 0) >= 1500, 30)
         for i in range(0, 500, 50):
             check(post(west, sent_west[i:i + 50])[0] == 200, "a good request to eu-west-2 failed")
         for i in range(0, 200, 50):
