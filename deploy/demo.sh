@@ -220,10 +220,17 @@ step "One record from $(basename "$first")"
 zcat "$first" | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["Records"][0]))' |
     python3 -m json.tool
 
+step "Asking the store: the five newest events in us-east-1"
+"$REPO_DIR/build/cli/cairn" query --store "$CAIRN_STORE_DIR" --region us-east-1 --limit 5
+
 cat <<EOF
 
 The cluster is still running (logs: $dir/*.log, settings: $dir/cluster.env).
-Post more events:  curl -s -d '{"eventSource":"ec2.amazonaws.com","eventName":"DescribeRegions"}' ${CAIRN_AGENT_URLS%% *}/v1/events
-Process status:    deploy/local-cluster.sh status --dir $dir
+Post more events:  curl -s -H 'Content-Type: application/json' -d '{"eventSource":"ec2.amazonaws.com","eventName":"DescribeRegions"}' ${CAIRN_AGENT_URLS%% *}/v1/events
+Query the store:   build/cli/cairn query --store $CAIRN_STORE_DIR --username alice --output json
+Ask like AWS:      AWS_ACCESS_KEY_ID=$CAIRN_QUERY_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$CAIRN_QUERY_SECRET_ACCESS_KEY \\
+                     aws cloudtrail lookup-events --region us-east-1 --endpoint-url $CAIRN_QUERY_URL \\
+                     --lookup-attributes AttributeKey=EventName,AttributeValue=CreateUser
+Cluster status:    build/cli/cairn status --url $CAIRN_AGGREGATOR_URL
 Stop it:           deploy/local-cluster.sh down --dir $dir
 EOF
