@@ -9,7 +9,9 @@
  * leaves at worst a temporary file (never a half object under a final name).
  * Directories created on the way are fsynced into their parents too.
  *
- * THREADS: one thread at a time (the delivery actor). */
+ * THREADS: one thread at a time (the delivery actor), except bucket_cancel:
+ * its flag is atomic. A directory's put is not interrupted once begun (it
+ * is bounded by the disk); a cancelled bucket refuses the next one. */
 #include "bucket.h"
 #include "bucket_s3.h"
 
@@ -17,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,9 +28,10 @@
 #include <unistd.h>
 
 struct bucket {
-    bucket_s3_t *s3;       /* set for an S3 bucket; then nothing below is used */
-    char *root;            /* absolute directory, without a trailing '/' */
-    unsigned long counter; /* makes temporary names unique within the process */
+    bucket_s3_t *s3;          /* set for an S3 bucket; then nothing below is used */
+    char *root;               /* absolute directory, without a trailing '/' */
+    unsigned long counter;    /* makes temporary names unique within the process */
+    atomic_bool is_cancelled; /* bucket_cancel was called */
 };
 
 static int s_fsync_dir(const char *dir)
@@ -155,6 +159,10 @@ int bucket_put(bucket_t *self, const char *key, const void *data, size_t len,
     if (self->s3)
         return bucket_s3_put(self->s3, key, data, len, content_type, err, errlen);
     (void)content_type; /* files have no content type */
+    if (atomic_load(&self->is_cancelled)) {
+        snprintf(err, errlen, "%s/%s: cancelled", self->root, key);
+        return -1;
+    }
     if (!s_key_is_valid(key)) {
         snprintf(err, errlen, "invalid key \"%s\"", key);
         return -1;
@@ -210,6 +218,28 @@ out:
     free(tmp);
     free(path);
     return rc;
+}
+
+void bucket_cancel(bucket_t *self)
+{
+    if (!self)
+        return;
+    atomic_store(&self->is_cancelled, true);
+    if (self->s3)
+        bucket_s3_cancel(self->s3);
+}
+
+const char *bucket_name(const bucket_t *self)
+{
+    return self->s3 ? bucket_s3_name(self->s3) : self->root;
+}
+
+int bucket_object_key(const bucket_t *self, const char *key, char *out, size_t size)
+{
+    if (self->s3)
+        return bucket_s3_object_key(self->s3, key, out, size);
+    int n = snprintf(out, size, "%s", key);
+    return n >= 0 && (size_t)n < size ? 0 : -1;
 }
 
 const char *bucket_describe(const bucket_t *self)

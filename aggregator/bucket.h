@@ -7,7 +7,8 @@
  * directory writes a temporary name, fsyncs, renames and fsyncs the
  * directory; S3 makes an object visible only once its PUT completed, and
  * Content-MD5 makes it refuse a body damaged on the way). Putting the same
- * key again replaces the object. Thread: any one thread at a time. */
+ * key again replaces the object. Thread: any one thread at a time, except
+ * bucket_cancel, which any thread may call while another one puts. */
 #ifndef CAIRN_BUCKET_H
 #define CAIRN_BUCKET_H
 
@@ -65,6 +66,21 @@ void bucket_destroy(bucket_t **self_p);
  * at most the options' timeouts. */
 int bucket_put(bucket_t *self, const char *key, const void *data, size_t len,
                const char *content_type, char *err, size_t errlen);
+
+/* Makes the put in progress fail within about a second, and every later put
+ * fail at once, with "cancelled" in err: for a quick stop (the caller puts
+ * the same objects again after a restart). Thread-safe; accepts NULL. */
+void bucket_cancel(bucket_t *self);
+
+/* The bucket as CloudTrail's notification names it (its "s3Bucket"), borrowed:
+ * the S3 bucket's name, or the directory's absolute path. */
+const char *bucket_name(const bucket_t *self);
+
+/* Writes the object key under which key is stored into out, as a
+ * notification lists it ("s3ObjectKey"): for S3 the key under the bucket's
+ * prefix ("prefix/AWSLogs/..."), for a directory key itself (relative to
+ * bucket_name). Returns 0, or -1 if out is too small. */
+int bucket_object_key(const bucket_t *self, const char *key, char *out, size_t size);
 
 /* Human-readable location, borrowed: "/var/lib/cairn/bucket", or
  * "s3://bucket/prefix (region eu-west-1, endpoint https://..., virtual-host

@@ -24,7 +24,10 @@
  * description, every error and every log line show the access key id
  * masked and nothing else of the credentials.
  *
- * THREADS: any one thread at a time (the delivery actor). */
+ * THREADS: any one thread at a time (the delivery actor), except
+ * bucket_s3_cancel, which only raises an atomic flag: libcurl's progress
+ * callback, called at least once a second during a transfer (connecting
+ * included), sees it and aborts the put. */
 #include "bucket_s3.h"
 
 #include "cairn_log.h"
@@ -33,6 +36,7 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +64,7 @@ struct bucket_s3 {
     char curl_error[CURL_ERROR_SIZE];
     char response[S3_RESPONSE_MAX + 1]; /* start of the last answer's body */
     size_t response_len;
+    atomic_bool is_cancelled; /* bucket_s3_cancel was called */
 };
 
 typedef struct {
@@ -282,6 +287,14 @@ static size_t s_on_response(char *data, size_t size, size_t count, void *ctx)
     return len;
 }
 
+/* libcurl's progress callback: non-zero aborts the transfer. */
+static int s_on_progress(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                         curl_off_t ulnow)
+{
+    bucket_s3_t *self = ctx;
+    return atomic_load(&self->is_cancelled) ? 1 : 0;
+}
+
 /* Sets the options every put shares. Returns 0, or -1 with the reason. */
 static int s_setup_curl(bucket_s3_t *self, const bucket_options_t *options, char *err,
                         size_t errlen)
@@ -323,6 +336,12 @@ static int s_setup_curl(bucket_s3_t *self, const bucket_options_t *options, char
         rc = curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, s_on_response);
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(h, CURLOPT_WRITEDATA, self);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, s_on_progress);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(h, CURLOPT_XFERINFODATA, self);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     if (rc != CURLE_OK) {
         snprintf(err, errlen, "libcurl %s cannot be set up for S3: %s", curl_version(),
                  curl_easy_strerror(rc));
@@ -492,12 +511,33 @@ const char *bucket_s3_describe(const bucket_s3_t *self)
     return self->description;
 }
 
+void bucket_s3_cancel(bucket_s3_t *self)
+{
+    atomic_store(&self->is_cancelled, true);
+}
+
+const char *bucket_s3_name(const bucket_s3_t *self)
+{
+    return self->name;
+}
+
 /* prefix/key, or key when there is no prefix. */
 static void s_full_key(const bucket_s3_t *self, const char *key, s_str_t *out)
 {
     if (self->prefix[0])
         s_str_printf(out, "%s/", self->prefix);
     s_str_append(out, key, strlen(key));
+}
+
+int bucket_s3_object_key(const bucket_s3_t *self, const char *key, char *out, size_t size)
+{
+    s_str_t full_key = {0};
+    s_full_key(self, key, &full_key);
+    int rc = full_key.len < size ? 0 : -1;
+    if (rc == 0)
+        memcpy(out, full_key.data, full_key.len + 1);
+    free(full_key.data);
+    return rc;
 }
 
 int bucket_s3_locate(const bucket_s3_t *self, const char *key, char *out, size_t size)
@@ -577,6 +617,10 @@ int bucket_s3_put(bucket_s3_t *self, const char *key, const void *data, size_t l
     s_full_key(self, key, &full_key);
     if (!key[0] || key[0] == '/' || full_key.len > S3_KEY_MAX || s_has_control_chars(key)) {
         snprintf(err, errlen, "s3://%s: invalid key \"%s\"", self->name, full_key.data);
+        goto out;
+    }
+    if (atomic_load(&self->is_cancelled)) {
+        snprintf(err, errlen, "s3://%s/%s: cancelled", self->name, full_key.data);
         goto out;
     }
     s_str_append(&url, self->base_url, strlen(self->base_url));

@@ -1,7 +1,8 @@
 /* bucket_s3.h: the S3 side of bucket.h. Only bucket.c calls these; everyone
  * else goes through bucket.h, which says what each call promises.
  *
- * Thread: any one thread at a time (the delivery actor). */
+ * Thread: any one thread at a time (the delivery actor), except
+ * bucket_s3_cancel. */
 #ifndef CAIRN_BUCKET_S3_H
 #define CAIRN_BUCKET_S3_H
 
@@ -21,6 +22,13 @@ int bucket_s3_put(bucket_s3_t *self, const char *key, const void *data, size_t l
                   const char *content_type, char *err, size_t errlen);
 
 const char *bucket_s3_describe(const bucket_s3_t *self);
+
+/* Thread-safe (see bucket_cancel). */
+void bucket_s3_cancel(bucket_s3_t *self);
+
+const char *bucket_s3_name(const bucket_s3_t *self);
+
+int bucket_s3_object_key(const bucket_s3_t *self, const char *key, char *out, size_t size);
 
 int bucket_s3_locate(const bucket_s3_t *self, const char *key, char *out, size_t size);
 

@@ -10,18 +10,24 @@
 #include "delivery.h"
 #include "store.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <libdeflate.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <regex.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,7 +38,7 @@
 #define TEST_T0_MS     1795748400000LL /* 2026-11-27T03:00:00Z */
 #define TEST_WAIT_MS   10000           /* longest wait for the actor */
 #define MAX_EVENTS     256
-#define MAX_FILES      64
+#define MAX_FILES      256
 
 typedef struct {
     char dir[64];
@@ -162,7 +168,8 @@ static void s_put_events(fixture_t *fx, ledger_t *ledger, size_t count, int64_t 
     free(events);
 }
 
-static delivery_t *s_start(fixture_t *fx, size_t part_max_bytes)
+static delivery_t *s_start_with(fixture_t *fx, size_t part_max_bytes, size_t buffer_max_bytes,
+                                int gzip_threads)
 {
     char err[256] = "";
     bucket_t *bucket = bucket_new(fx->bucket_path, NULL, err, sizeof err);
@@ -170,12 +177,19 @@ static delivery_t *s_start(fixture_t *fx, size_t part_max_bytes)
     delivery_options_t options = {.aggregator_id = "agg-test",
                                   .interval_ms = 1000,
                                   .part_max_bytes = part_max_bytes,
+                                  .buffer_max_bytes = buffer_max_bytes,
                                   .gzip_level = 6,
+                                  .gzip_threads = gzip_threads,
                                   .poll_ms = 10};
     delivery_t *delivery = delivery_new(fx->store, &bucket, &options);
     assert_null(bucket);
     assert_non_null(delivery);
     return delivery;
+}
+
+static delivery_t *s_start(fixture_t *fx, size_t part_max_bytes)
+{
+    return s_start_with(fx, part_max_bytes, 0, 0);
 }
 
 static void s_sleep_ms(int ms)
@@ -533,13 +547,219 @@ static void bucket_puts_whole_files(void **state)
     snprintf(path, sizeof path, "%s/a/b", fx->bucket_path);
     assert_false(s_has_temp_files(path));
 
+    /* What a notification names: the directory, and keys relative to it. */
+    assert_string_equal(bucket_name(bucket), fx->bucket_path);
+    char key[16];
+    assert_int_equal(bucket_object_key(bucket, "a/b/c.txt", path, sizeof path), 0);
+    assert_string_equal(path, "a/b/c.txt");
+    assert_int_equal(bucket_object_key(bucket, "a/b/c/d/e/f/g/h/i", key, sizeof key), -1);
+    snprintf(path, sizeof path, "%s/a/b", fx->bucket_path);
+
     assert_int_equal(bucket_put(bucket, "../escape", "x", 1, "text/plain", err, sizeof err), -1);
     assert_int_equal(bucket_put(bucket, "a/b/c.txt/d", "x", 1, "text/plain", err, sizeof err), -1);
     assert_non_null(strstr(err, "Not a directory"));
     assert_non_null(strstr(err, fx->bucket_path));
     assert_false(s_has_temp_files(path));
+
+    /* After bucket_cancel every put fails at once. */
+    bucket_cancel(bucket);
+    bucket_cancel(NULL); /* accepts NULL */
+    assert_int_equal(bucket_put(bucket, "a/b/d.txt", "x", 1, "text/plain", err, sizeof err), -1);
+    assert_non_null(strstr(err, "cancelled"));
     bucket_destroy(&bucket);
     bucket_destroy(&bucket); /* accepts NULL */
+}
+
+static void s_remove_bucket(fixture_t *fx)
+{
+    nftw(fx->bucket_path, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void s_assert_same_objects(const listing_t *a, const listing_t *b)
+{
+    assert_int_equal(a->count, b->count);
+    for (size_t i = 0; i < a->count; i++) {
+        assert_string_equal(a->objects[i].key, b->objects[i].key);
+        assert_int_equal(a->objects[i].json_len, b->objects[i].json_len);
+        assert_memory_equal(a->objects[i].json, b->objects[i].json, a->objects[i].json_len);
+    }
+}
+
+/* Where parts are cut, and so every object's name and bytes, depends only on
+ * the window's events and the options: not on the buffers a previous window
+ * left, nor on how many threads compress. The memory budget (buffer_max)
+ * cuts parts early, and that too the same way on every try. */
+static void parts_are_cut_the_same_whatever_the_buffers_and_threads(void **state)
+{
+    fixture_t *fx = *state;
+    ledger_t *ledger = calloc(1, sizeof *ledger);
+    size_t pads[100];
+    for (size_t i = 0; i < 100; i++)
+        pads[i] = (i * 37) % 300 + 20;
+    s_put_events(fx, ledger, 100, TEST_T0_MS + 100, 1000, false, pads);  /* window A */
+    s_put_events(fx, ledger, 100, TEST_T0_MS + 1100, 1000, false, pads); /* window B */
+    store_advance_watermark(fx->store, TEST_T0_MS + 2000);
+
+    /* 1: one thread, a budget of 2 parts for 4 groups: A then B. */
+    fx->delivery = s_start_with(fx, 1000, 2000, 1);
+    delivery_stats_t stats = s_wait_for(fx->delivery, 2, 0);
+    assert_int_equal(stats.windows_delivered, 2);
+    delivery_destroy(&fx->delivery);
+    listing_t *first = s_list(fx);
+    s_check_bucket(fx, ledger, first);
+    for (size_t i = 0; i < first->count; i++)
+        assert_true(first->objects[i].json_len <= 1000);
+
+    /* 2: B alone, by a fresh actor with three threads. */
+    s_remove_bucket(fx);
+    store_cursor_t after_a = {.last_seq = 100, .window_end_ms = TEST_T0_MS + 1000};
+    assert_int_equal(store_set_cursor(fx->store, &after_a), 0);
+    fx->delivery = s_start_with(fx, 1000, 2000, 3);
+    stats = s_wait_for(fx->delivery, 1, 0);
+    assert_int_equal(stats.windows_delivered, 1);
+    delivery_destroy(&fx->delivery);
+    listing_t *second = s_list(fx);
+    size_t b_objects = 0;
+    for (size_t i = 0; i < first->count; i++) {
+        bool is_b = false;
+        for (size_t e = 100; e < 200 && !is_b; e++)
+            is_b = strstr(first->objects[i].json, ledger->events[e].id) != NULL;
+        if (!is_b)
+            continue;
+        b_objects++;
+        bool is_found = false;
+        for (size_t j = 0; j < second->count && !is_found; j++) {
+            if (strcmp(second->objects[j].key, first->objects[i].key) != 0)
+                continue;
+            assert_int_equal(second->objects[j].json_len, first->objects[i].json_len);
+            assert_memory_equal(second->objects[j].json, first->objects[i].json,
+                                first->objects[i].json_len);
+            is_found = true;
+        }
+        assert_true(is_found);
+    }
+    assert_int_equal(second->count, b_objects);
+
+    /* 3: both again, two threads: the same as 1. */
+    s_remove_bucket(fx);
+    store_cursor_t none = {0, 0};
+    assert_int_equal(store_set_cursor(fx->store, &none), 0);
+    fx->delivery = s_start_with(fx, 1000, 2000, 2);
+    stats = s_wait_for(fx->delivery, 2, 0);
+    delivery_destroy(&fx->delivery);
+    listing_t *third = s_list(fx);
+    s_assert_same_objects(first, third);
+
+    /* 4: without the budget, fewer and fuller parts: the budget did cut. */
+    s_remove_bucket(fx);
+    assert_int_equal(store_set_cursor(fx->store, &none), 0);
+    fx->delivery = s_start_with(fx, 1000, 1 << 30, 2);
+    stats = s_wait_for(fx->delivery, 2, 0);
+    assert_int_equal(stats.windows_delivered, 2);
+    listing_t *fourth = s_list(fx);
+    s_check_bucket(fx, ledger, fourth);
+    assert_true(fourth->count < first->count);
+
+    s_listing_free(&first);
+    s_listing_free(&second);
+    s_listing_free(&third);
+    s_listing_free(&fourth);
+    free(ledger);
+}
+
+/* A TCP server that reads whatever comes and never answers: an S3 endpoint
+ * that hangs. */
+typedef struct {
+    int listen_fd;
+    int port;
+    pthread_t thread;
+    atomic_bool is_stopping;
+    atomic_int bytes_read;
+} stall_server_t;
+
+static void *s_stall_run(void *arg)
+{
+    stall_server_t *server = arg;
+    int fds[8];
+    int fd_count = 0;
+    while (!atomic_load(&server->is_stopping)) {
+        struct pollfd p[9] = {{server->listen_fd, POLLIN, 0}};
+        for (int i = 0; i < fd_count; i++)
+            p[i + 1] = (struct pollfd){fds[i], POLLIN, 0};
+        if (poll(p, (nfds_t)fd_count + 1, 50) <= 0)
+            continue;
+        if ((p[0].revents & POLLIN) && fd_count < 8) {
+            int fd = accept(server->listen_fd, NULL, NULL);
+            if (fd >= 0)
+                fds[fd_count++] = fd;
+        }
+        for (int i = 0; i < fd_count; i++) {
+            char buf[65536];
+            ssize_t n = (p[i + 1].revents & POLLIN) ? read(fds[i], buf, sizeof buf) : 0;
+            if (n > 0)
+                atomic_fetch_add(&server->bytes_read, (int)n);
+        }
+    }
+    for (int i = 0; i < fd_count; i++)
+        close(fds[i]);
+    return NULL;
+}
+
+static void stopping_during_a_put_that_hangs_is_quick(void **state)
+{
+    fixture_t *fx = *state;
+    ledger_t *ledger = calloc(1, sizeof *ledger);
+    s_put_events(fx, ledger, 4, TEST_T0_MS + 100, 1000, false, NULL);
+    store_advance_watermark(fx->store, TEST_T0_MS + 1000);
+
+    stall_server_t *server = calloc(1, sizeof *server);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t addr_len = sizeof addr;
+    server->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(bind(server->listen_fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    assert_int_equal(listen(server->listen_fd, 8), 0);
+    assert_int_equal(getsockname(server->listen_fd, (struct sockaddr *)&addr, &addr_len), 0);
+    server->port = ntohs(addr.sin_port);
+    assert_int_equal(pthread_create(&server->thread, NULL, s_stall_run, server), 0);
+
+    char endpoint[64], err[512], key[128];
+    snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", server->port);
+    bucket_options_t options = {.region = "us-east-1",
+                                .endpoint = endpoint,
+                                .access_key_id = "AKIDEXAMPLE",
+                                .secret_access_key = "not-a-secret",
+                                .path_style = BUCKET_PATH_STYLE_ON,
+                                .timeout_ms = 120000};
+    bucket_t *bucket = bucket_new("s3://test-bucket/pre/fix", &options, err, sizeof err);
+    assert_non_null(bucket);
+    /* What a notification names: the bucket, and keys under its prefix. */
+    assert_string_equal(bucket_name(bucket), "test-bucket");
+    assert_int_equal(bucket_object_key(bucket, "AWSLogs/x.json.gz", key, sizeof key), 0);
+    assert_string_equal(key, "pre/fix/AWSLogs/x.json.gz");
+
+    delivery_options_t delivery_options = {
+        .aggregator_id = "agg-test", .interval_ms = 1000, .poll_ms = 10};
+    fx->delivery = delivery_new(fx->store, &bucket, &delivery_options);
+    assert_non_null(fx->delivery);
+    for (int waited = 0; waited < TEST_WAIT_MS && atomic_load(&server->bytes_read) == 0;
+         waited += 5)
+        s_sleep_ms(5);
+    assert_true(atomic_load(&server->bytes_read) > 0); /* a PUT waits for its answer */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    delivery_destroy(&fx->delivery);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int64_t elapsed_ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(elapsed_ms < 2500); /* libcurl's progress callback runs at least once a second */
+    store_cursor_t cursor;
+    assert_int_equal(store_get_cursor(fx->store, &cursor), 0);
+    assert_int_equal(cursor.last_seq, 0);
+
+    atomic_store(&server->is_stopping, true);
+    pthread_join(server->thread, NULL);
+    close(server->listen_fd);
+    free(server);
+    free(ledger);
 }
 
 int main(void)
@@ -553,6 +773,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(failed_puts_are_retried_without_moving_the_cursor, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(bucket_puts_whole_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(parts_are_cut_the_same_whatever_the_buffers_and_threads,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(stopping_during_a_put_that_hangs_is_quick, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -112,6 +112,9 @@ static void s_metrics(const status_sources_t *src, const s_view_t *view,
                       "Group-commit transactions of the store.", (double)r->commits);
     cairn_metrics_one(&m, "cairn_store_events", "gauge", "Events in the store.",
                       (double)view->events_stored);
+    cairn_metrics_one(&m, "cairn_events_pruned_total", "counter",
+                      "Events removed by retention since start.",
+                      (double)store_pruned_count(src->store));
     cairn_metrics_one(&m, "cairn_windows_delivered_total", "counter",
                       "Delivery windows written to the bucket.", (double)d->windows_delivered);
     cairn_metrics_one(&m, "cairn_objects_put_total", "counter",

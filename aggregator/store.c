@@ -69,6 +69,7 @@
 
 struct store {
     char *dir; /* for log lines */
+    atomic_uint_fast64_t pruned_count; /* events removed by retention since open */
     MDB_env *env;
     MDB_dbi events_dbi;           /* seq (u64 BE) -> packed StoredEvent */
     MDB_dbi ids_dbi;              /* eventID -> seq (u64 BE) */
@@ -1174,51 +1175,117 @@ long store_query(store_t *self, const store_query_t *query, store_hit_fn *fn, vo
     return count;
 }
 
-int store_delete_event(store_t *self, uint64_t seq)
+/* Deletes, inside txn, the event of seq whose packed StoredEvent is val:
+ * its index entries, its eventID entry and the event. */
+static int s_delete_in_txn(store_t *self, MDB_txn *txn, uint64_t seq, const MDB_val *val)
 {
-    MDB_txn *txn = NULL;
     uint8_t seq_be[8];
     s_put_u64(seq_be, seq);
-    MDB_val key = {.mv_size = sizeof seq_be, .mv_data = seq_be}, val;
-    Cairn__StoredEvent *stored = NULL;
-    uint64_t deleted_max = 0;
-    bool has_deleted = false;
-    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
-    if (rc == 0)
-        rc = mdb_get(txn, self->events_dbi, &key, &val);
-    if (rc == 0) {
-        stored = cairn__stored_event__unpack(NULL, val.mv_size, val.mv_data);
-        if (!stored || !stored->event)
-            rc = MDB_CORRUPTED;
-    }
+    MDB_val key = {.mv_size = sizeof seq_be, .mv_data = seq_be}, id_val;
+    Cairn__StoredEvent *stored = cairn__stored_event__unpack(NULL, val->mv_size, val->mv_data);
+    int rc = stored && stored->event ? 0 : MDB_CORRUPTED;
     if (rc == 0)
         rc = s_index_event(self, txn, stored->event, seq, true);
     if (rc == 0 && stored->event->event_id && stored->event->event_id[0] &&
         strlen(stored->event->event_id) <= self->key_max_bytes) {
         MDB_val id = {.mv_size = strlen(stored->event->event_id),
                       .mv_data = stored->event->event_id};
-        rc = mdb_get(txn, self->ids_dbi, &id, &val);
-        if (rc == 0 && val.mv_size == 8 && s_get_u64(val.mv_data) == seq)
+        rc = mdb_get(txn, self->ids_dbi, &id, &id_val);
+        if (rc == 0 && id_val.mv_size == 8 && s_get_u64(id_val.mv_data) == seq)
             rc = mdb_del(txn, self->ids_dbi, &id, NULL);
         else if (rc == 0 || rc == MDB_NOTFOUND)
             rc = 0; /* the id belongs to another event (cannot happen), or none */
     }
     if (rc == 0)
         rc = mdb_del(txn, self->events_dbi, &key, NULL);
-    if (rc == 0)
-        rc = s_get_meta_u64(self, txn, STORE_DELETED_KEY, &deleted_max, &has_deleted);
+    if (stored)
+        cairn__stored_event__free_unpacked(stored, NULL);
+    return rc;
+}
+
+/* Records in meta that seqs up to seq were deleted: they are never reused. */
+static int s_note_deleted(store_t *self, MDB_txn *txn, uint64_t seq)
+{
+    uint64_t deleted_max = 0;
+    bool has_deleted = false;
+    int rc = s_get_meta_u64(self, txn, STORE_DELETED_KEY, &deleted_max, &has_deleted);
     if (rc == 0 && (!has_deleted || seq > deleted_max))
         rc = s_put_meta_u64(self, txn, STORE_DELETED_KEY, seq);
+    return rc;
+}
+
+int store_delete_event(store_t *self, uint64_t seq)
+{
+    MDB_txn *txn = NULL;
+    uint8_t seq_be[8];
+    s_put_u64(seq_be, seq);
+    MDB_val key = {.mv_size = sizeof seq_be, .mv_data = seq_be}, val;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_get(txn, self->events_dbi, &key, &val);
+    if (rc == 0)
+        rc = s_delete_in_txn(self, txn, seq, &val);
+    if (rc == 0)
+        rc = s_note_deleted(self, txn, seq);
     if (rc == 0)
         rc = mdb_txn_commit(txn);
     else if (txn)
         mdb_txn_abort(txn);
-    if (stored)
-        cairn__stored_event__free_unpacked(stored, NULL);
     if (rc == MDB_NOTFOUND)
         return 0; /* no such event: nothing to do */
     if (rc != 0)
         cairn_log_error("store %s: cannot delete the event of seq %llu: %s", self->dir,
                         (unsigned long long)seq, mdb_strerror(rc));
     return rc == 0 ? 0 : -1;
+}
+
+long store_prune(store_t *self, int64_t before_ms, uint64_t max_seq, size_t max_events)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    long pruned = 0;
+    uint64_t last = 0;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, self->events_dbi, &cur);
+    MDB_val key, val;
+    int r = rc == 0 ? mdb_cursor_get(cur, &key, &val, MDB_FIRST) : rc;
+    /* Oldest first: ingest seq order is ingest time order, so the first
+     * event that is too young (or not yet delivered) ends the step. */
+    while (r == 0 && (size_t)pruned < max_events) {
+        uint64_t seq = s_get_u64(key.mv_data);
+        int64_t ingest_ms = 0;
+        if (seq > max_seq || s_peek_ingest_time(val.mv_data, val.mv_size, &ingest_ms) != 0 ||
+            ingest_ms >= before_ms)
+            break;
+        rc = s_delete_in_txn(self, txn, seq, &val);
+        if (rc != 0)
+            break;
+        last = seq;
+        pruned++;
+        /* The deleted event was the first; the next one is first now. */
+        r = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
+    }
+    if (rc == 0 && r != 0 && r != MDB_NOTFOUND)
+        rc = r;
+    if (cur)
+        mdb_cursor_close(cur);
+    if (rc == 0 && pruned)
+        rc = s_note_deleted(self, txn, last);
+    if (rc == 0 && pruned)
+        rc = mdb_txn_commit(txn);
+    else if (txn)
+        mdb_txn_abort(txn);
+    if (rc != 0) {
+        cairn_log_error("store %s: retention step failed, nothing pruned: %s", self->dir,
+                        mdb_strerror(rc));
+        return -1;
+    }
+    atomic_fetch_add(&self->pruned_count, (uint64_t)pruned);
+    return pruned;
+}
+
+uint64_t store_pruned_count(const store_t *self)
+{
+    return atomic_load(&((store_t *)self)->pruned_count);
 }

@@ -177,6 +177,17 @@ long store_query(store_t *self, const store_query_t *query, store_hit_fn *fn, vo
  * reopened. Returns 0, or -1 (logged). Any thread (LMDB orders writers). */
 int store_delete_event(store_t *self, uint64_t seq);
 
+/* One retention step: deletes, oldest first and in one write transaction,
+ * at most max_events events ingested before before_ms whose seq is at most
+ * max_seq (pass the delivery cursor: nothing undelivered is pruned), with
+ * their eventID and index entries. Small steps keep the writer lock short,
+ * so ingest never stalls behind retention. Returns the number pruned (0 when
+ * nothing is due), or -1 (logged). Writer thread. */
+long store_prune(store_t *self, int64_t before_ms, uint64_t max_seq, size_t max_events);
+
+/* Events removed by store_prune since the store was opened. Any thread. */
+uint64_t store_pruned_count(const store_t *self);
+
 /* The Username LookupEvents shows for event, as the index holds it:
  * userIdentity.userName; else, for an assumed role or a federated user, the
  * session or user name at the end of userIdentity.arn; else "root" for the

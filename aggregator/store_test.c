@@ -208,6 +208,49 @@ static void a_new_spool_is_not_taken_for_a_resend(void **state)
     s_batch_free(&new_spool);
 }
 
+/* Retention: old, delivered events go with their eventIDs; undelivered and
+ * young ones stay; a pruned eventID may be stored again. */
+static void prune_removes_old_delivered_events_only(void **state)
+{
+    fixture_t *fx = *state;
+    store_batch_result_t result;
+    test_batch_t *old = s_batch_range("agent-a", 1, 0, 10);    /* evt-0..9 at 1000 */
+    test_batch_t *young = s_batch_range("agent-a", 11, 10, 10); /* evt-10..19 at 9000 */
+    assert_int_equal(s_put1(fx->store, old, 1000, &result), 0);
+    assert_int_equal(s_put1(fx->store, young, 9000, &result), 0);
+    store_advance_watermark(fx->store, 10000);
+
+    /* Nothing delivered yet: nothing may go. */
+    assert_int_equal(store_prune(fx->store, 5000, 0, 100), 0);
+    assert_int_equal(store_event_count(fx->store), 20);
+
+    /* Delivered through seq 15: only the old ten are both old and delivered;
+     * small steps take them a few at a time. */
+    assert_int_equal(store_prune(fx->store, 5000, 15, 4), 4);
+    assert_int_equal(store_prune(fx->store, 5000, 15, 100), 6);
+    assert_int_equal(store_prune(fx->store, 5000, 15, 100), 0);
+    assert_int_equal(store_event_count(fx->store), 10);
+    reading_t r = {0};
+    assert_int_equal(store_read_events(fx->store, 0, s_on_event, &r), 10);
+    assert_int_equal(r.seqs[0], 11);
+    s_reading_free(&r);
+
+    /* evt-0 is forgotten: sent again (by a new spool), it is new. */
+    test_batch_t *again = s_batch_range("agent-a", 1, 0, 1);
+    again->batch.spool_id = "spool-2";
+    assert_int_equal(s_put1(fx->store, again, 11000, &result), 0);
+    assert_int_equal(result.stored_count, 1);
+    /* evt-10 is still known. */
+    test_batch_t *dup = s_batch_range("agent-a", 2, 10, 1);
+    dup->batch.spool_id = "spool-2";
+    assert_int_equal(s_put1(fx->store, dup, 11000, &result), 0);
+    assert_int_equal(result.duplicate_count, 1);
+    s_batch_free(&old);
+    s_batch_free(&young);
+    s_batch_free(&again);
+    s_batch_free(&dup);
+}
+
 static void known_event_ids_from_another_agent_are_duplicates(void **state)
 {
     fixture_t *fx = *state;
@@ -539,6 +582,7 @@ int main(void)
     cairn_log_level = CAIRN_LOG_WARNING;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(put_then_resend_counts_duplicates, setup, teardown),
+        cmocka_unit_test_setup_teardown(prune_removes_old_delivered_events_only, setup, teardown),
         cmocka_unit_test_setup_teardown(a_new_spool_is_not_taken_for_a_resend, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(known_event_ids_from_another_agent_are_duplicates, setup,

@@ -44,6 +44,9 @@ Options:
   --rate N           paced load, events/s over all agents (default: flat out)
   --duplicates F     share of exact duplicates (default 0.01; quick 0.05)
   --no-delivery      do not wait for delivery (events_delivered is null)
+  --store-map-size S the aggregator's [store] map_size (default 64G: the local
+                     cluster's 4G fills at ~1.4 million events)
+  --spool-map-size S each agent's [spool] map_size (default: the cluster's)
   --keep DIR         keep the cluster's files in DIR (default: a temporary
                      directory, removed at exit)
   -h, --help         show this help
@@ -65,13 +68,14 @@ die() {
 
 QUICK=0 SCENARIO=steady SECONDS_OPT="" COUNT="" BUILD_DIR="$REPO_DIR/build" INTERVAL=""
 CONNECTIONS="" BATCH=100 RATE=0 DUPLICATES="" WAIT_DELIVERY=1 KEEP_DIR=""
+STORE_MAP_SIZE=64G SPOOL_MAP_SIZE=""
 while (($# > 0)); do
     case $1 in
     --quick) QUICK=1 ; shift ;;
     --no-delivery) WAIT_DELIVERY=0 ; shift ;;
     -h | --help) usage ; exit 0 ;;
     --scenario | --seconds | --count | --build-dir | --interval | --connections | --batch | \
-        --rate | --duplicates | --keep)
+        --rate | --duplicates | --keep | --store-map-size | --spool-map-size)
         (($# >= 2)) || die "$1 needs a value"
         case $1 in
         --scenario) SCENARIO=$2 ;;
@@ -84,6 +88,8 @@ while (($# > 0)); do
         --rate) RATE=$2 ;;
         --duplicates) DUPLICATES=$2 ;;
         --keep) KEEP_DIR=$2 ;;
+        --store-map-size) STORE_MAP_SIZE=$2 ;;
+        --spool-map-size) SPOOL_MAP_SIZE=$2 ;;
         esac
         shift 2
         ;;
@@ -131,6 +137,10 @@ LOADGEN="$BUILD_DIR/bench/cairn-loadgen"
 export CAIRN_BIN_DIR=$BUILD_DIR
 BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
 CLK_TCK=$(getconf CLK_TCK)
+COMMIT=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$REPO_DIR" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+    COMMIT="$COMMIT+dirty"
+fi
 
 # --- the cluster and cleanup ----------------------------------------------
 
@@ -142,6 +152,7 @@ else
     DIR=$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench.XXXXXX")
 fi
 LOADGEN_PID=""
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
     local rc=$?
     if [[ -n $LOADGEN_PID ]] && kill -0 "$LOADGEN_PID" 2>/dev/null; then
@@ -195,12 +206,13 @@ json_num() {
     if [[ $HEALTH =~ \"$1\":([0-9]+) ]]; then NUM=${BASH_REMATCH[1]}; fi
 }
 
-# proc_read PID: sets P_TICKS (utime+stime, clock ticks), P_HWM (VmHWM, kB)
-# and P_ANON (RssAnon, kB) of PID; all 0 if it is gone.
-P_TICKS=0 P_HWM=0 P_ANON=0
+# proc_read PID: sets P_TICKS (utime+stime, clock ticks), P_HWM (VmHWM, kB),
+# P_ANON (RssAnon, kB) and P_WRITE (write_bytes of /proc/PID/io: bytes it
+# caused to be written to disk) of PID; all 0 if it is gone.
+P_TICKS=0 P_HWM=0 P_ANON=0 P_WRITE=0
 proc_read() {
     local line="" rest k v u f
-    P_TICKS=0 P_HWM=0 P_ANON=0
+    P_TICKS=0 P_HWM=0 P_ANON=0 P_WRITE=0
     { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 0
     rest=${line##*) }
     read -r -a f <<<"$rest"
@@ -212,13 +224,16 @@ proc_read() {
             RssAnon:) P_ANON=$v ;;
             esac
         done <"/proc/$1/status"
+        while read -r k v; do
+            if [[ $k == write_bytes: ]]; then P_WRITE=$v; fi
+        done <"/proc/$1/io"
     } 2>/dev/null || true
     return 0
 }
 
 read_pid() { local p; read -r p <"$1"; echo "$p"; }
 
-declare -A PIDS=() ANON_MAX=() HWM=() CPU0=() CPU_STORED=() CPU_END=()
+declare -A PIDS=() ANON_MAX=() HWM=() CPU0=() CPU_STORED=() CPU_END=() WRITE0=() WRITE_END=()
 # sample_rss: raises ANON_MAX and HWM of every cluster process.
 sample_rss() {
     local name
@@ -230,14 +245,41 @@ sample_rss() {
     return 0
 }
 
-# cpu_snapshot ARRAY: ARRAY[name] = CPU ticks of every cluster process.
+# cpu_snapshot ARRAY [WRITES]: ARRAY[name] = CPU ticks of every cluster
+# process (and WRITES[name] = its disk write bytes).
 cpu_snapshot() {
     local -n into=$1
     local name
     for name in "${!PIDS[@]}"; do
         proc_read "${PIDS[$name]}"
+        # shellcheck disable=SC2034,SC2004 # into is a nameref to an associative array
         into[$name]=$P_TICKS
+        if [[ -n ${2:-} ]]; then
+            local -n writes=$2
+            # shellcheck disable=SC2034,SC2004
+            writes[$name]=$P_WRITE
+        fi
     done
+}
+
+# timeline_note: appends "seconds-since-T0 events_stored" to the timeline
+# (one GET /health of the aggregator).
+timeline_note() {
+    if health_get "$CAIRN_AGGREGATOR_HEALTH_URL"; then
+        json_num events_stored
+        if [[ -n $NUM ]]; then
+            printf '%s %s\n' "$EPOCHREALTIME" "$NUM" >>"$DIR/timeline.txt"
+        fi
+    fi
+    return 0
+}
+
+# set_conf FILE SECTION KEY VALUE: replaces KEY's value in [SECTION] of FILE.
+set_conf() {
+    awk -v sec="$2" -v key="$3" -v val="$4" '
+        /^[[:space:]]*\[/ { s = $0; gsub(/[[:space:]\[\]]/, "", s); section = s }
+        section == sec && $0 ~ "^[[:space:]]*" key "[[:space:]]*=" { print key " = " val; next }
+        { print }' "$1" >"$1.tmp" && mv "$1.tmp" "$1"
 }
 
 # --- run ---------------------------------------------------------------------
@@ -252,6 +294,23 @@ for f in $CAIRN_AGENT_PID_FILES; do
     PIDS[$name]=$(read_pid "$f")
 done
 read -r -a AGENT_URLS <<<"$CAIRN_AGENT_URLS"
+
+# Map sizes: the cluster's are the documented defaults, too small for a long
+# flat-out run. Set them in the generated configs and restart (before load).
+if [[ -n $STORE_MAP_SIZE ]]; then
+    set_conf "$DIR/aggregator.conf" store map_size "$STORE_MAP_SIZE"
+    cluster stop-aggregator
+    cluster start-aggregator
+    PIDS[aggregator]=$(read_pid "$CAIRN_AGGREGATOR_PID_FILE")
+fi
+if [[ -n $SPOOL_MAP_SIZE ]]; then
+    for region in "${REGION_LIST[@]}"; do
+        set_conf "$DIR/agent-$region.conf" spool map_size "$SPOOL_MAP_SIZE"
+        cluster stop-agent --region "$region"
+        cluster start-agent --region "$region"
+        PIDS[agent-$region]=$(read_pid "$DIR/agent-$region.pid")
+    done
+fi
 
 if [[ $SCENARIO == catch-up ]]; then
     cluster stop-aggregator
@@ -270,16 +329,18 @@ MODE=full
 ((QUICK)) && MODE=quick
 echo "cairn benchmark ($MODE): scenario $SCENARIO, regions $REGIONS, delivery interval ${INTERVAL} s," \
     "$CONNECTIONS connections x $BATCH records, $RATE_TEXT, duplicates $DUPLICATES," \
-    "build ${BUILD_TYPE:-?}, load average $LOAD_BEFORE"
+    "build ${BUILD_TYPE:-?} at $COMMIT, load average $LOAD_BEFORE"
 
-cpu_snapshot CPU0
+cpu_snapshot CPU0 WRITE0
 T0=$EPOCHREALTIME
 "$LOADGEN" "${LOADGEN_ARGS[@]}" >"$DIR/loadgen.out" 2>"$DIR/loadgen.err" &
 LOADGEN_PID=$!
 LOAD_LIMIT_S=$(( ${SECONDS_OPT:-0} + 300 )) # loadgen stops itself; this only guards a hang
 deadline=$((${T0%.*} + LOAD_LIMIT_S))
+n=0
 while kill -0 "$LOADGEN_PID" 2>/dev/null; do
     sample_rss
+    if ((n++ % 10 == 0)) && [[ -n ${PIDS[aggregator]:-} ]]; then timeline_note; fi
     if ((${EPOCHREALTIME%.*} > deadline)); then
         kill "$LOADGEN_PID" 2>/dev/null || true
         die "cairn-loadgen did not finish within $LOAD_LIMIT_S s"
@@ -304,6 +365,7 @@ if [[ $SCENARIO == catch-up ]]; then
     cluster start-aggregator
     PIDS[aggregator]=$(read_pid "$CAIRN_AGGREGATOR_PID_FILE")
     CPU0[aggregator]=0 # a new process: count all of it
+    WRITE0[aggregator]=0
 fi
 
 # Wait until the store holds every unique event.
@@ -322,7 +384,10 @@ while :; do
         break
     fi
     ((${EPOCHREALTIME%.*} <= deadline)) || break
-    ((n++ % 5 == 0)) && sample_rss
+    if ((n++ % 10 == 0)); then
+        sample_rss
+        printf '%s %s\n' "$EPOCHREALTIME" "$STORED" >>"$DIR/timeline.txt"
+    fi
     pause 0.1
 done
 cpu_snapshot CPU_STORED
@@ -393,9 +458,12 @@ if [[ -z $T_DELIVERED ]]; then
     [[ -n $BUCKET_JSON ]] || BUCKET_JSON=$(count_bucket)
 fi
 sample_rss
+# shellcheck disable=SC2034 # only the writes are used
+declare -A CPU_TMP=()
+cpu_snapshot CPU_TMP WRITE_END
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
-du_bytes() { du -sk "$@" 2>/dev/null | awk '{s += $1} END {print s * 1024}'; }
+du_bytes() { du -sk "$@" 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s * 1024}'; }
 SPOOL_BYTES=$(du_bytes "$DIR"/agent-*/)
 STORE_BYTES=$(du_bytes "$CAIRN_STORE_DIR")
 
@@ -410,6 +478,7 @@ STORE_BYTES=$(du_bytes "$CAIRN_STORE_DIR")
     echo "batch=$BATCH"
     echo "rate=$RATE"
     echo "build_type=$BUILD_TYPE"
+    echo "commit=$COMMIT"
     echo "load_before=$LOAD_BEFORE"
     echo "load_after=$LOAD_AFTER"
     echo "clk_tck=$CLK_TCK"
@@ -419,6 +488,7 @@ STORE_BYTES=$(du_bytes "$CAIRN_STORE_DIR")
     echo "t_stored=$T_STORED"
     echo "t_delivered=$T_DELIVERED"
     echo "stored=$STORED"
+    echo "timeline=$DIR/timeline.txt"
     echo "wait_delivery=$WAIT_DELIVERY"
     curve=0
     grep -Eq '^[[:space:]]*curve[[:space:]]*=[[:space:]]*(on|true|yes)' "$DIR/aggregator.conf" && curve=1
@@ -428,7 +498,7 @@ STORE_BYTES=$(du_bytes "$CAIRN_STORE_DIR")
     echo "loadgen=$LOADGEN_JSON"
     echo "bucket=$BUCKET_JSON"
     for name in "${!PIDS[@]}"; do
-        echo "proc.$name=${CPU0[$name]:-0} ${CPU_STORED[$name]:-0} ${CPU_END[$name]:-0} ${HWM[$name]:-0} ${ANON_MAX[$name]:-0}"
+        echo "proc.$name=${CPU0[$name]:-0} ${CPU_STORED[$name]:-0} ${CPU_END[$name]:-0} ${HWM[$name]:-0} ${ANON_MAX[$name]:-0} ${WRITE0[$name]:-0} ${WRITE_END[$name]:-0}"
     done
 } >"$DIR/measure.txt"
 
@@ -439,8 +509,8 @@ m, procs = {}, {}
 for line in open(sys.argv[1]):
     k, _, v = line.rstrip("\n").partition("=")
     if k.startswith("proc."):
-        c0, cs, ce, hwm, anon = (int(x) for x in v.split())
-        procs[k[5:]] = dict(c0=c0, cs=cs, ce=ce, hwm=hwm, anon=anon)
+        c0, cs, ce, hwm, anon, w0, we = (int(x) for x in v.split())
+        procs[k[5:]] = dict(c0=c0, cs=cs, ce=ce, hwm=hwm, anon=anon, w0=w0, we=we)
     else:
         m[k] = v
 tck = int(m["clk_tck"])
@@ -459,8 +529,28 @@ e2e = unique / (t_stored - t0) if t_stored else None
 drain = unique / (t_stored - t_restart) if t_stored and t_restart else None
 ratio = bucket["raw_bytes"] / bucket["gz_bytes"] if bucket.get("gz_bytes") else None
 agg = procs.get("aggregator", {})
+# Stored events/s over each 10 s from the start of the load (from the timeline).
+tl = []
+try:
+    tl = [tuple(float(x) for x in line.split()) for line in open(m["timeline"])]
+except OSError:
+    pass
+rates = []
+if tl and t0:
+    end = t_stored or tl[-1][0]
+    edge, i = t0 + 10, 0
+    prev = (t0, 0.0)
+    while edge <= end + 10 and i < len(tl):
+        while i < len(tl) and tl[i][0] < edge:
+            i += 1
+        cur = tl[i - 1] if i else prev
+        if cur[0] > prev[0]:
+            rates.append(round((cur[1] - prev[1]) / (cur[0] - prev[0])))
+        prev = cur
+        edge += 10
+writes = {n: p["we"] - p["w0"] for n, p in procs.items()}
 out = {
-    "scenario": m["scenario"], "quick": m["quick"] == "1", "build_type": m["build_type"],
+    "scenario": m["scenario"], "quick": m["quick"] == "1", "build_type": m["build_type"], "commit": m["commit"],
     "regions": m["regions"].split(","), "interval_s": int(m["interval"]),
     "connections": int(m["connections"]), "batch": int(m["batch"]), "rate_target": float(m["rate"]),
     "curve": m["curve"] == "1", "durable": True,
@@ -491,6 +581,9 @@ out = {
     "store_bytes_per_million": round(per_m(int(m["store_bytes"]))) if unique else None,
     "bucket_bytes_per_million": round(per_m(bucket["gz_bytes"])) if bucket.get("gz_bytes") else None,
     "compression_ratio": round(ratio, 2) if ratio else None,
+    "disk_write_bytes_per_event_agents": round(sum(writes[a] for a in agents) / unique) if unique else None,
+    "disk_write_bytes_per_event_aggregator": round(writes.get("aggregator", 0) / unique) if unique else None,
+    "stored_events_per_s_each_10s": rates,
     "load_before": m["load_before"], "load_after": m["load_after"],
 }
 def fmt(v, unit=""):
@@ -522,6 +615,9 @@ rows += [
      " / ".join("-" if out[k] is None else f"{out[k] / 1e6:,.0f}"
                 for k in ("spool_bytes_per_million", "store_bytes_per_million", "bucket_bytes_per_million"))),
     ("compression ratio (JSON / gzip)", fmt(out["compression_ratio"])),
+    ("bytes written to disk per event: agents / aggregator",
+     f"{fmt(out['disk_write_bytes_per_event_agents'])} / {fmt(out['disk_write_bytes_per_event_aggregator'])}"),
+    ("stored events/s, each 10 s from the start", " ".join(f"{r:,}" for r in rates) or "-"),
     ("load average before / after", f"{out['load_before']} / {out['load_after']}"),
 ]
 w = max(len(r[0]) for r in rows)

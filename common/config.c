@@ -318,8 +318,8 @@ int64_t config_size(config_t *self, const char *section, const char *key, int64_
 int64_t config_duration_ms(config_t *self, const char *section, const char *key, int64_t def_ms,
                            int64_t min_ms, int64_t max_ms)
 {
-    static const char *const suffixes[] = {"ms", "s", "m", "min", "h", NULL};
-    static const int64_t factors[] = {1, 1000, 60000, 60000, 3600000};
+    static const char *const suffixes[] = {"ms", "s", "m", "min", "h", "d", NULL};
+    static const int64_t factors[] = {1, 1000, 60000, 60000, 3600000, 86400000};
     s_entry_t *e = s_find(self, section, key);
     if (e) {
         /* A bare number means seconds. */
@@ -337,7 +337,7 @@ int64_t config_duration_ms(config_t *self, const char *section, const char *key,
         }
     }
     return s_ranged(self, section, key, def_ms, min_ms, max_ms, suffixes, factors,
-                    "a duration such as 500ms, 5s, 5m or 1h");
+                    "a duration such as 500ms, 5s, 5m, 1h or 90d");
 }
 
 bool config_bool(config_t *self, const char *section, const char *key, bool def)

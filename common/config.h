@@ -39,7 +39,7 @@ bool config_bool(config_t *self, const char *section, const char *key, bool def)
 /* A size with an optional K, M, G or T suffix (powers of 1024). */
 int64_t config_size(config_t *self, const char *section, const char *key, int64_t def,
                     int64_t min, int64_t max);
-/* A duration with a unit: ms, s, m, h (a bare number is seconds). Returns ms. */
+/* A duration with a unit: ms, s, m, h, d (a bare number is seconds). Returns ms. */
 int64_t config_duration_ms(config_t *self, const char *section, const char *key, int64_t def_ms,
                            int64_t min_ms, int64_t max_ms);
 
