@@ -327,6 +327,7 @@ int main(int argc, char **argv)
     if (app.store && settings.notify.url) {
         notify = notify_new(&settings.notify);
         settings.delivery.notify = notify;
+        app.notify = notify;
     }
     bool is_notify_ready = !settings.notify.url || notify;
     app.delivery = app.store && is_notify_ready

@@ -123,6 +123,18 @@ static void s_metrics(const status_sources_t *src, const s_view_t *view,
                       "Events in delivered windows.", (double)d->events_delivered);
     cairn_metrics_one(&m, "cairn_upload_errors_total", "counter",
                       "Failed writes to the bucket.", (double)d->put_errors);
+    if (src->notify) {
+        notify_stats_t n;
+        notify_get_stats(src->notify, &n);
+        cairn_metrics_one(&m, "cairn_notifications_sent_total", "counter",
+                          "Webhook notifications the receiver acknowledged.",
+                          (double)n.sent_count);
+        cairn_metrics_one(&m, "cairn_notifications_failed_total", "counter",
+                          "Webhook POSTs that failed (retried).", (double)n.failure_count);
+        cairn_metrics_one(&m, "cairn_notifications_pending", "gauge",
+                          "Webhook notifications queued, not yet acknowledged.",
+                          (double)n.pending_count);
+    }
     cairn_metrics_one(&m, "cairn_delivery_lag_seconds", "gauge",
                       "Age of the oldest closed window not yet delivered (0 when caught up).",
                       view->lag_ms / 1000.0);

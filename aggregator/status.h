@@ -17,6 +17,7 @@
 
 #include "cairn_http.h"
 #include "delivery.h"
+#include "notify.h"
 #include "receiver.h"
 #include "store.h"
 
@@ -26,6 +27,7 @@ typedef struct {
     store_t *store;
     receiver_t *receiver;
     delivery_t *delivery;
+    notify_t *notify;         /* the webhook's notifier, or NULL */
     const char *aggregator_id;
     const char *bucket;       /* human-readable bucket location */
     int64_t interval_ms;      /* delivery window */
