@@ -55,26 +55,26 @@
 /* --- options and shared state --------------------------------------------- */
 
 typedef struct {
-    char host[64];       /* dotted IPv4 */
+    char host[64]; /* dotted IPv4 */
     int port;
-    char path[256];      /* "/v1/events" unless the URL says otherwise */
-    char region[32];     /* awsRegion of the records sent there */
+    char path[256];  /* "/v1/events" unless the URL says otherwise */
+    char region[32]; /* awsRegion of the records sent there */
 } s_target_t;
 
 typedef struct {
     s_target_t targets[LOADGEN_MAX_TARGETS];
     size_t target_count;
     unsigned connections;
-    unsigned batch;            /* records per request */
-    double rate;               /* events/s over all connections; 0 = flat out */
-    uint64_t count;            /* events to send (0 = no limit) */
-    double seconds;            /* stop after this long (0 = no limit) */
-    double duplicates;         /* share of records that re-send an acknowledged one */
-    unsigned account_count;    /* distinct recipient accounts */
+    unsigned batch;         /* records per request */
+    double rate;            /* events/s over all connections; 0 = flat out */
+    uint64_t count;         /* events to send (0 = no limit) */
+    double seconds;         /* stop after this long (0 = no limit) */
+    double duplicates;      /* share of records that re-send an acknowledged one */
+    unsigned account_count; /* distinct recipient accounts */
     uint64_t seed;
-    double retry_timeout_s;    /* per request */
-    const char *write_file;    /* JSON lines instead of HTTP */
-    bool is_quiet;             /* only the JSON line */
+    double retry_timeout_s; /* per request */
+    const char *write_file; /* JSON lines instead of HTTP */
+    bool is_quiet;          /* only the JSON line */
 } s_options_t;
 
 typedef struct {
@@ -84,29 +84,29 @@ typedef struct {
 } s_hist_t;
 
 typedef struct {
-    uint64_t events_sent;      /* records in requests sent (first attempt) */
-    uint64_t events_accepted;  /* records in requests answered 200 */
-    uint64_t events_unique;    /* fresh records in requests answered 200 */
+    uint64_t events_sent;     /* records in requests sent (first attempt) */
+    uint64_t events_accepted; /* records in requests answered 200 */
+    uint64_t events_unique;   /* fresh records in requests answered 200 */
     uint64_t duplicates_sent;
-    uint64_t requests;         /* requests answered 200 */
-    uint64_t errors;           /* requests given up or answered other than 200/503 */
+    uint64_t requests; /* requests answered 200 */
+    uint64_t errors;   /* requests given up or answered other than 200/503 */
     uint64_t retries_503;
     uint64_t reconnects;
-    uint64_t bytes_sent;       /* record bytes, first attempts only */
+    uint64_t bytes_sent; /* record bytes, first attempts only */
 } s_counts_t;
 
 typedef struct {
     const s_options_t *options;
-    atomic_uint_fast64_t next_slot; /* request slots claimed so far */
+    atomic_uint_fast64_t next_slot;  /* request slots claimed so far */
     atomic_uint_fast64_t next_event; /* events claimed so far (for --count) */
     atomic_bool is_stopping;
-    int64_t start_us;               /* monotonic */
-    int64_t start_wall_s;           /* first eventTime */
+    int64_t start_us;     /* monotonic */
+    int64_t start_wall_s; /* first eventTime */
 } s_shared_t;
 
 typedef struct {
-    uint64_t k;    /* record number within its thread */
-    int64_t t_s;   /* its eventTime */
+    uint64_t k;  /* record number within its thread */
+    int64_t t_s; /* its eventTime */
 } s_ring_entry_t;
 
 typedef struct {
@@ -114,13 +114,13 @@ typedef struct {
     unsigned index;
     const s_target_t *target;
     pthread_t thread;
-    uint64_t next_k;                  /* next fresh record number */
+    uint64_t next_k; /* next fresh record number */
     s_ring_entry_t ring[LOADGEN_RING_SIZE];
-    size_t ring_count;                /* entries filled, at most LOADGEN_RING_SIZE */
-    size_t ring_next;                 /* where the next acknowledged record goes */
-    s_ring_entry_t *pending;          /* fresh records of the request in flight */
+    size_t ring_count;       /* entries filled, at most LOADGEN_RING_SIZE */
+    size_t ring_next;        /* where the next acknowledged record goes */
+    s_ring_entry_t *pending; /* fresh records of the request in flight */
     size_t pending_count;
-    uint64_t rng[4];                  /* for choices that need not be reproducible */
+    uint64_t rng[4]; /* for choices that need not be reproducible */
     char *body;
     size_t body_cap;
     int fd;
@@ -225,8 +225,7 @@ static void s_upper_alnum(s_out_t *o, uint64_t r[4], int n)
 
 static void s_base64ish(s_out_t *o, uint64_t r[4], int n)
 {
-    static const char set[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char set[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char buf[512];
     if (n > 512)
         n = 512;
@@ -273,9 +272,9 @@ typedef struct {
     const char *source;
     const char *name;
     bool is_read_only;
-    bool is_data;      /* eventCategory Data instead of Management */
+    bool is_data; /* eventCategory Data instead of Management */
     s_kind_t kind;
-    unsigned weight;   /* how often, relative to the others */
+    unsigned weight; /* how often, relative to the others */
 } s_call_t;
 
 static const s_call_t s_calls[] = {
@@ -339,22 +338,33 @@ static const char *const s_user_agents[] = {
     "terraform-provider-aws/5.43.0 (+https://registry.terraform.io/providers/hashicorp/aws)",
     "[S3Console/0.4, aws-internal/3 aws-sdk-java/1.12.488]",
 };
-static const char *const s_user_names[] = {"anaya", "bjorn", "chen.wei", "deploy-bot", "eva",
-                                           "farid", "grafana-reader", "hana", "ci-runner"};
-static const char *const s_role_names[] = {"DeployRole", "ReadOnlyAuditor", "LambdaExecRole",
-                                           "EKSNodeRole", "BackupRole", "DataPipelineRole",
+static const char *const s_user_names[] = {"anaya",          "bjorn", "chen.wei",
+                                           "deploy-bot",     "eva",   "farid",
+                                           "grafana-reader", "hana",  "ci-runner"};
+static const char *const s_role_names[] = {"DeployRole",
+                                           "ReadOnlyAuditor",
+                                           "LambdaExecRole",
+                                           "EKSNodeRole",
+                                           "BackupRole",
+                                           "DataPipelineRole",
                                            "AWSReservedSSO_AdministratorAccess_3f2a9c1d"};
 static const char *const s_services[] = {"ec2.amazonaws.com", "lambda.amazonaws.com",
                                          "autoscaling.amazonaws.com",
                                          "cloudformation.amazonaws.com", "ecs-tasks.amazonaws.com"};
 static const char *const s_buckets[] = {"prod-assets-eu", "logs-archive-2024", "ml-training-data",
                                         "terraform-state-core", "customer-uploads"};
-static const char *const s_instance_types[] = {"t3.micro", "t3.large", "m6i.xlarge",
-                                               "c7g.2xlarge", "r6i.4xlarge"};
-static const char *const s_tag_keys[] = {"Name", "Environment", "Team", "CostCenter", "Owner",
-                                         "Application", "aws:cloudformation:stack-name"};
-static const char *const s_tag_values[] = {"web-frontend", "production", "platform", "CC-4412",
-                                           "anaya@example.com", "checkout", "core-network-stack"};
+static const char *const s_instance_types[] = {"t3.micro", "t3.large", "m6i.xlarge", "c7g.2xlarge",
+                                               "r6i.4xlarge"};
+static const char *const s_tag_keys[] = {"Name",
+                                         "Environment",
+                                         "Team",
+                                         "CostCenter",
+                                         "Owner",
+                                         "Application",
+                                         "aws:cloudformation:stack-name"};
+static const char *const s_tag_values[] = {"web-frontend",      "production",        "platform",
+                                           "CC-4412",           "anaya@example.com", "checkout",
+                                           "core-network-stack"};
 static const char *const s_ciphers[] = {"TLS_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
                                         "TLS_AES_256_GCM_SHA384"};
 
@@ -362,7 +372,7 @@ typedef struct {
     const char *account; /* 12 digits */
     const char *region;
     uint64_t *r;
-    size_t end_at;       /* stop adding list items once the record is this long */
+    size_t end_at; /* stop adding list items once the record is this long */
 } s_ctx_t;
 
 static bool s_room(const s_out_t *o, const s_ctx_t *c)
@@ -417,20 +427,24 @@ static void s_request_response(s_out_t *o, s_ctx_t *c, const s_call_t *call, con
         s_puts(o, "]}},\"responseElements\":null");
         break;
     case K_EC2_RUN: {
-        s_printf(o,
-                 "\"requestParameters\":{\"instancesSet\":{\"items\":[{\"imageId\":\"ami-0%08x\","
-                 "\"minCount\":1,\"maxCount\":%u}]},\"instanceType\":\"%s\",\"subnetId\":\"subnet-0",
-                 (unsigned)s_rng_next(r), 1 + s_rng_below(r, 4), S_PICK(r, s_instance_types));
+        s_printf(
+            o,
+            "\"requestParameters\":{\"instancesSet\":{\"items\":[{\"imageId\":\"ami-0%08x\","
+            "\"minCount\":1,\"maxCount\":%u}]},\"instanceType\":\"%s\",\"subnetId\":\"subnet-0",
+            (unsigned)s_rng_next(r), 1 + s_rng_below(r, 4), S_PICK(r, s_instance_types));
         s_hex(o, r, 16);
-        s_puts(o, "\",\"tagSpecificationSet\":{\"items\":[{\"resourceType\":\"instance\",\"tags\":[");
+        s_puts(o,
+               "\",\"tagSpecificationSet\":{\"items\":[{\"resourceType\":\"instance\",\"tags\":[");
         size_t end_at = c->end_at;
         c->end_at -= c->end_at > o->len ? (c->end_at - o->len) / 2 : 0; /* half for the reply */
         s_tags(o, c, "key", "value");
         c->end_at = end_at;
         s_puts(o, "]}]}},\"responseElements\":{\"requestId\":\"");
         s_uuid(o, r);
-        s_printf(o, "\",\"reservationId\":\"r-0%08x%08x\",\"ownerId\":\"%s\",\"instancesSet\":{\"items\":[",
-                 (unsigned)s_rng_next(r), (unsigned)s_rng_next(r), c->account);
+        s_printf(
+            o,
+            "\",\"reservationId\":\"r-0%08x%08x\",\"ownerId\":\"%s\",\"instancesSet\":{\"items\":[",
+            (unsigned)s_rng_next(r), (unsigned)s_rng_next(r), c->account);
         for (int i = 0; i == 0 || (s_room(o, c) && i < 8); i++) {
             if (i)
                 s_puts(o, ",");
@@ -454,21 +468,26 @@ static void s_request_response(s_out_t *o, s_ctx_t *c, const s_call_t *call, con
         break;
     case K_S3_OBJECT: {
         const char *bucket = S_PICK(r, s_buckets);
-        s_printf(o, "\"requestParameters\":{\"bucketName\":\"%s\",\"Host\":\"%s.s3.%s.amazonaws.com\","
-                    "\"key\":\"data/%04u/%02u/",
+        s_printf(o,
+                 "\"requestParameters\":{\"bucketName\":\"%s\",\"Host\":\"%s.s3.%s.amazonaws.com\","
+                 "\"key\":\"data/%04u/%02u/",
                  bucket, bucket, c->region, 2020 + s_rng_below(r, 6), 1 + s_rng_below(r, 12));
         s_hex(o, r, 24);
         s_puts(o, ".parquet\"");
         if (s_room(o, c)) {
             s_puts(o, ",\"x-amz-tagging\":\"");
             for (int i = 0; s_room(o, c) && i < 20; i++)
-                s_printf(o, "%s%s=%s", i ? "&" : "", S_PICK(r, s_tag_keys), S_PICK(r, s_tag_values));
+                s_printf(o, "%s%s=%s", i ? "&" : "", S_PICK(r, s_tag_keys),
+                         S_PICK(r, s_tag_values));
             s_puts(o, "\"");
         }
-        s_puts(o, "},\"responseElements\":null,\"additionalEventData\":{\"SignatureVersion\":\"SigV4\","
-                  "\"CipherSuite\":\"ECDHE-RSA-AES128-GCM-SHA256\",\"bytesTransferredIn\":");
-        s_printf(o, "%u,\"bytesTransferredOut\":%u,\"AuthenticationMethod\":\"AuthHeader\","
-                    "\"x-amz-id-2\":\"",
+        s_puts(
+            o,
+            "},\"responseElements\":null,\"additionalEventData\":{\"SignatureVersion\":\"SigV4\","
+            "\"CipherSuite\":\"ECDHE-RSA-AES128-GCM-SHA256\",\"bytesTransferredIn\":");
+        s_printf(o,
+                 "%u,\"bytesTransferredOut\":%u,\"AuthenticationMethod\":\"AuthHeader\","
+                 "\"x-amz-id-2\":\"",
                  s_rng_below(r, 1 << 20), s_rng_below(r, 1 << 24));
         s_base64ish(o, r, 76);
         s_puts(o, "\"}");
@@ -493,14 +512,16 @@ static void s_request_response(s_out_t *o, s_ctx_t *c, const s_call_t *call, con
             s_tags(o, c, "grantee", "permission");
             s_puts(o, "]");
         }
-        s_puts(o, "},\"responseElements\":null,\"additionalEventData\":{\"SignatureVersion\":\"SigV4\","
-                  "\"AuthenticationMethod\":\"AuthHeader\"}");
+        s_puts(
+            o,
+            "},\"responseElements\":null,\"additionalEventData\":{\"SignatureVersion\":\"SigV4\","
+            "\"AuthenticationMethod\":\"AuthHeader\"}");
         break;
     }
     case K_IAM_POLICY: {
         const char *role = S_PICK(r, s_role_names);
-        s_printf(o, "\"requestParameters\":{\"roleName\":\"%s\",\"policyName\":\"inline-%04x\"", role,
-                 s_rng_below(r, 65536));
+        s_printf(o, "\"requestParameters\":{\"roleName\":\"%s\",\"policyName\":\"inline-%04x\"",
+                 role, s_rng_below(r, 65536));
         /* IAM reports the policy document as one JSON-escaped string. */
         s_puts(o, ",\"policyDocument\":\"{\\n  \\\"Version\\\": \\\"2012-10-17\\\",\\n  "
                   "\\\"Statement\\\": [");
@@ -517,12 +538,15 @@ static void s_request_response(s_out_t *o, s_ctx_t *c, const s_call_t *call, con
     case K_IAM_USER:
         s_printf(o, "\"requestParameters\":{\"userName\":\"%s\",\"tags\":[", user);
         s_tags(o, c, "key", "value");
-        s_printf(o, "]},\"responseElements\":{\"user\":{\"path\":\"/\",\"userName\":\"%s\","
-                    "\"userId\":\"AIDA",
+        s_printf(o,
+                 "]},\"responseElements\":{\"user\":{\"path\":\"/\",\"userName\":\"%s\","
+                 "\"userId\":\"AIDA",
                  user);
         s_upper_alnum(o, r, 17);
-        s_printf(o, "\",\"arn\":\"arn:aws:iam::%s:user/%s\",\"createDate\":\"Mar 4, 2025 10:02:37 AM\"}}",
-                 c->account, user);
+        s_printf(
+            o,
+            "\",\"arn\":\"arn:aws:iam::%s:user/%s\",\"createDate\":\"Mar 4, 2025 10:02:37 AM\"}}",
+            c->account, user);
         break;
     case K_STS_ASSUME: {
         const char *role = S_PICK(r, s_role_names);
@@ -563,9 +587,11 @@ static void s_request_response(s_out_t *o, s_ctx_t *c, const s_call_t *call, con
         s_puts(o, "}},\"responseElements\":null");
         break;
     case K_LAMBDA:
-        s_printf(o, "\"requestParameters\":{\"functionName\":\"arn:aws:lambda:%s:%s:function:%s-%04x\","
-                    "\"invocationType\":\"RequestResponse\",\"logType\":\"None\"",
-                 c->region, c->account, S_PICK(r, s_tag_values), s_rng_below(r, 65536));
+        s_printf(
+            o,
+            "\"requestParameters\":{\"functionName\":\"arn:aws:lambda:%s:%s:function:%s-%04x\","
+            "\"invocationType\":\"RequestResponse\",\"logType\":\"None\"",
+            c->region, c->account, S_PICK(r, s_tag_values), s_rng_below(r, 65536));
         if (s_room(o, c)) {
             s_puts(o, ",\"environment\":{\"variables\":{");
             for (int i = 0; s_room(o, c) && i < 24; i++)
@@ -578,8 +604,8 @@ static void s_request_response(s_out_t *o, s_ctx_t *c, const s_call_t *call, con
         s_printf(o, "\"requestParameters\":{\"tableName\":\"%s-%04x\",\"attributeDefinitions\":[",
                  S_PICK(r, s_tag_values), s_rng_below(r, 65536));
         for (int i = 0; i == 0 || (s_room(o, c) && i < 20); i++)
-            s_printf(o, "%s{\"attributeName\":\"attr%u\",\"attributeType\":\"%s\"}", i ? "," : "", i,
-                     i % 2 ? "S" : "N");
+            s_printf(o, "%s{\"attributeName\":\"attr%u\",\"attributeType\":\"%s\"}", i ? "," : "",
+                     i, i % 2 ? "S" : "N");
         s_puts(o, "]},\"responseElements\":null");
         break;
     case K_LIST:
@@ -600,24 +626,28 @@ static void s_request_response(s_out_t *o, s_ctx_t *c, const s_call_t *call, con
         s_puts(o, "},\"responseElements\":null");
         break;
     case K_CREATE: {
-        s_printf(o, "\"requestParameters\":{\"name\":\"%s-%06x\",\"tags\":[", S_PICK(r, s_tag_values),
-                 s_rng_below(r, 1 << 24));
+        s_printf(o, "\"requestParameters\":{\"name\":\"%s-%06x\",\"tags\":[",
+                 S_PICK(r, s_tag_values), s_rng_below(r, 1 << 24));
         size_t end_at = c->end_at;
         c->end_at -= c->end_at > o->len ? (c->end_at - o->len) / 3 : 0; /* a third for the reply */
         s_tags(o, c, "Key", "Value");
         c->end_at = end_at;
-        s_printf(o, "]},\"responseElements\":{\"arn\":\"arn:aws:%.*s:%s:%s:%s-%06x\",\"attributes\":{",
+        s_printf(o,
+                 "]},\"responseElements\":{\"arn\":\"arn:aws:%.*s:%s:%s:%s-%06x\",\"attributes\":{",
                  (int)strcspn(call->source, "."), call->source, c->region, c->account,
                  S_PICK(r, s_tag_values), s_rng_below(r, 1 << 24));
         for (int i = 0; s_room(o, c) && i < 16; i++)
-            s_printf(o, "%s\"%s\":\"%s\"", i ? "," : "", S_PICK(r, s_tag_keys), S_PICK(r, s_tag_values));
+            s_printf(o, "%s\"%s\":\"%s\"", i ? "," : "", S_PICK(r, s_tag_keys),
+                     S_PICK(r, s_tag_values));
         s_puts(o, "}}");
         break;
     }
     case K_CONSOLE_LOGIN:
-        s_puts(o, "\"requestParameters\":null,\"responseElements\":{\"ConsoleLogin\":\"Success\"},"
-                  "\"additionalEventData\":{\"LoginTo\":\"https://console.aws.amazon.com/console/home\","
-                  "\"MobileVersion\":\"No\",\"MFAUsed\":\"Yes\"}");
+        s_puts(
+            o,
+            "\"requestParameters\":null,\"responseElements\":{\"ConsoleLogin\":\"Success\"},"
+            "\"additionalEventData\":{\"LoginTo\":\"https://console.aws.amazon.com/console/home\","
+            "\"MobileVersion\":\"No\",\"MFAUsed\":\"Yes\"}");
         break;
     }
 }
@@ -630,26 +660,31 @@ static void s_resources(s_out_t *o, s_ctx_t *c, const s_call_t *call)
     case K_S3_OBJECT:
     case K_S3_BUCKET: {
         const char *bucket = S_PICK(r, s_buckets);
-        s_printf(o, ",\"resources\":[{\"type\":\"AWS::S3::Object\",\"ARN\":\"arn:aws:s3:::%s/data/obj-%06x\"},"
-                    "{\"accountId\":\"%s\",\"type\":\"AWS::S3::Bucket\",\"ARN\":\"arn:aws:s3:::%s\"}]",
+        s_printf(o,
+                 ",\"resources\":[{\"type\":\"AWS::S3::Object\",\"ARN\":\"arn:aws:s3:::%s/data/"
+                 "obj-%06x\"},"
+                 "{\"accountId\":\"%s\",\"type\":\"AWS::S3::Bucket\",\"ARN\":\"arn:aws:s3:::%s\"}]",
                  bucket, s_rng_below(r, 1 << 24), c->account, bucket);
         break;
     }
     case K_KMS:
-        s_printf(o, ",\"resources\":[{\"accountId\":\"%s\",\"type\":\"AWS::KMS::Key\",\"ARN\":"
-                    "\"arn:aws:kms:%s:%s:key/",
+        s_printf(o,
+                 ",\"resources\":[{\"accountId\":\"%s\",\"type\":\"AWS::KMS::Key\",\"ARN\":"
+                 "\"arn:aws:kms:%s:%s:key/",
                  c->account, c->region, c->account);
         s_uuid(o, r);
         s_puts(o, "\"}]");
         break;
     case K_STS_ASSUME:
-        s_printf(o, ",\"resources\":[{\"accountId\":\"%s\",\"type\":\"AWS::IAM::Role\",\"ARN\":"
-                    "\"arn:aws:iam::%s:role/%s\"}]",
+        s_printf(o,
+                 ",\"resources\":[{\"accountId\":\"%s\",\"type\":\"AWS::IAM::Role\",\"ARN\":"
+                 "\"arn:aws:iam::%s:role/%s\"}]",
                  c->account, c->account, S_PICK(r, s_role_names));
         break;
     case K_LAMBDA:
-        s_printf(o, ",\"resources\":[{\"accountId\":\"%s\",\"type\":\"AWS::Lambda::Function\",\"ARN\":"
-                    "\"arn:aws:lambda:%s:%s:function:%s\"}]",
+        s_printf(o,
+                 ",\"resources\":[{\"accountId\":\"%s\",\"type\":\"AWS::Lambda::Function\",\"ARN\":"
+                 "\"arn:aws:lambda:%s:%s:function:%s\"}]",
                  c->account, c->region, c->account, S_PICK(r, s_tag_values));
         break;
     default:
@@ -701,8 +736,10 @@ static size_t s_record_write(uint64_t seed, unsigned thread, uint64_t k, int64_t
     } else if (id_pick < 30 || call->kind == K_CONSOLE_LOGIN) {
         s_puts(&o, "IAMUser\",\"principalId\":\"AIDA");
         s_upper_alnum(&o, r, 17);
-        s_printf(&o, "\",\"arn\":\"arn:aws:iam::%s:user/%s\",\"accountId\":\"%s\",\"accessKeyId\":\"AKIA",
-                 account, user, account);
+        s_printf(
+            &o,
+            "\",\"arn\":\"arn:aws:iam::%s:user/%s\",\"accountId\":\"%s\",\"accessKeyId\":\"AKIA",
+            account, user, account);
         s_upper_alnum(&o, r, 16);
         s_printf(&o, "\",\"userName\":\"%s\"}", user);
     } else if (id_pick < 80) {
@@ -712,10 +749,11 @@ static size_t s_record_write(uint64_t seed, unsigned thread, uint64_t k, int64_t
         s_out_t rid = {role_id, 0, sizeof role_id};
         s_upper_alnum(&rid, r, 17);
         role_id[rid.len] = '\0';
-        s_printf(&o,
-                 "AssumedRole\",\"principalId\":\"AROA%s:%s\",\"arn\":\"arn:aws:sts::%s:assumed-role/"
-                 "%s/%s\",\"accountId\":\"%s\",\"accessKeyId\":\"ASIA",
-                 role_id, session, account, role, session, account);
+        s_printf(
+            &o,
+            "AssumedRole\",\"principalId\":\"AROA%s:%s\",\"arn\":\"arn:aws:sts::%s:assumed-role/"
+            "%s/%s\",\"accountId\":\"%s\",\"accessKeyId\":\"ASIA",
+            role_id, session, account, role, session, account);
         s_upper_alnum(&o, r, 16);
         s_printf(&o,
                  "\",\"sessionContext\":{\"sessionIssuer\":{\"type\":\"Role\",\"principalId\":"
@@ -727,14 +765,17 @@ static size_t s_record_write(uint64_t seed, unsigned thread, uint64_t k, int64_t
             s_printf(&o, ",\"invokedBy\":\"%s\"", service);
         s_puts(&o, "}");
     } else {
-        s_printf(&o, "Root\",\"principalId\":\"%s\",\"arn\":\"arn:aws:iam::%s:root\",\"accountId\":"
-                     "\"%s\",\"accessKeyId\":\"ASIA",
+        s_printf(&o,
+                 "Root\",\"principalId\":\"%s\",\"arn\":\"arn:aws:iam::%s:root\",\"accountId\":"
+                 "\"%s\",\"accessKeyId\":\"ASIA",
                  account, account, account);
         s_upper_alnum(&o, r, 16);
         s_puts(&o, "\"}");
     }
-    s_printf(&o, ",\"eventTime\":\"%s\",\"eventSource\":\"%s\",\"eventName\":\"%s\",\"awsRegion\":\"%s\",",
-             tm, call->source, call->name, region);
+    s_printf(
+        &o,
+        ",\"eventTime\":\"%s\",\"eventSource\":\"%s\",\"eventName\":\"%s\",\"awsRegion\":\"%s\",",
+        tm, call->source, call->name, region);
     if (is_service)
         s_printf(&o, "\"sourceIPAddress\":\"%s\",\"userAgent\":\"%s\",", service, service);
     else
@@ -759,8 +800,9 @@ static size_t s_record_write(uint64_t seed, unsigned thread, uint64_t k, int64_t
              call->kind == K_CONSOLE_LOGIN ? "AwsConsoleSignIn" : "AwsApiCall",
              call->is_data ? "false" : "true", account, call->is_data ? "Data" : "Management");
     if (!is_service)
-        s_printf(&o, ",\"tlsDetails\":{\"tlsVersion\":\"TLSv1.3\",\"cipherSuite\":\"%s\","
-                     "\"clientProvidedHostHeader\":\"%.*s.%s.amazonaws.com\"}",
+        s_printf(&o,
+                 ",\"tlsDetails\":{\"tlsVersion\":\"TLSv1.3\",\"cipherSuite\":\"%s\","
+                 "\"clientProvidedHostHeader\":\"%.*s.%s.amazonaws.com\"}",
                  S_PICK(r, s_ciphers), (int)strcspn(call->source, "."), call->source, region);
     s_puts(&o, "}");
     return o.len;
@@ -972,7 +1014,8 @@ static size_t s_build_body(s_worker_t *w, size_t n, int64_t t_s, uint64_t *dup_c
         if (i)
             w->body[len++] = ',';
         s_ring_entry_t e;
-        bool is_dup = w->ring_count > 0 && opt->duplicates > 0 && s_rng_unit(w->rng) < opt->duplicates;
+        bool is_dup =
+            w->ring_count > 0 && opt->duplicates > 0 && s_rng_unit(w->rng) < opt->duplicates;
         if (is_dup) {
             e = w->ring[s_rng_below(w->rng, (uint32_t)w->ring_count)];
             (*dup_count)++;
@@ -1107,8 +1150,8 @@ static int s_write_file(const s_options_t *opt, s_counts_t *counts, double *seco
     w->pending = cairn_calloc(1, sizeof *w->pending);
     s_rng_seed(w->rng, opt->seed ^ UINT64_C(0x5bd1e995));
     char *rec = cairn_malloc(LOADGEN_RECORD_MAX_BYTES + 1);
-    int64_t start_us = s_now_us(), end_us = opt->seconds > 0 ? start_us + (int64_t)(opt->seconds * 1e6)
-                                                              : INT64_MAX;
+    int64_t start_us = s_now_us(),
+            end_us = opt->seconds > 0 ? start_us + (int64_t)(opt->seconds * 1e6) : INT64_MAX;
     int64_t start_wall_s = cairn_time_now_ms() / 1000;
     uint64_t limit = opt->count > 0 ? opt->count : UINT64_MAX;
     int rc = 0;
@@ -1116,7 +1159,8 @@ static int s_write_file(const s_options_t *opt, s_counts_t *counts, double *seco
         if ((i & 1023) == 0 && s_now_us() >= end_us)
             break;
         s_ring_entry_t e;
-        bool is_dup = w->ring_count > 0 && opt->duplicates > 0 && s_rng_unit(w->rng) < opt->duplicates;
+        bool is_dup =
+            w->ring_count > 0 && opt->duplicates > 0 && s_rng_unit(w->rng) < opt->duplicates;
         if (is_dup) {
             e = w->ring[s_rng_below(w->rng, (uint32_t)w->ring_count)];
             counts->duplicates_sent++;
@@ -1152,37 +1196,36 @@ static int s_write_file(const s_options_t *opt, s_counts_t *counts, double *seco
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: cairn-loadgen [options] --url URL [--url URL ...]\n"
-            "       cairn-loadgen [options] --write-file PATH\n"
-            "\n"
-            "Sends realistic CloudTrail records to cairn agents (POST URL, a JSON array per\n"
-            "request) over HTTP/1.1 keep-alive, or writes them as JSON lines. Prints a\n"
-            "summary, then one JSON line: events_sent, events_accepted, events_unique,\n"
-            "duplicates_sent, requests, errors, rate, p50_ms, p99_ms, max_ms, seconds,\n"
-            "avg_record_bytes, cpu_s (its own).\n"
-            "\n"
-            "Options:\n"
-            "  -u, --url URL          agent intake, http://IPv4:PORT[/path] (path default\n"
-            "                         /v1/events); repeat for several agents: connections\n"
-            "                         are dealt to them round robin\n"
-            "  -R, --region LIST      awsRegion of each URL's records, comma-separated in\n"
-            "                         --url order (default us-east-1)\n"
-            "  -c, --connections N    connections (threads), default 4\n"
-            "  -b, --batch N          records per request, default 100\n"
-            "  -r, --rate N           events/s over all connections, paced; 0 = flat out\n"
-            "                         (default)\n"
-            "  -n, --count N          stop after N events (default 100000 unless --seconds)\n"
-            "  -s, --seconds S        stop after S seconds\n"
-            "  -d, --duplicates F     share (0..1) of records that are exact re-sends of\n"
-            "                         records already acknowledged, default 0\n"
-            "  -a, --accounts N       distinct recipient accounts, default 3\n"
-            "  -S, --seed N           seed of the record generator, default 1\n"
-            "      --retry-timeout S  give a request up after S seconds of 503s or lost\n"
-            "                         connections (default 120)\n"
-            "  -w, --write-file PATH  write JSON lines to PATH instead of sending\n"
-            "  -q, --quiet            print only the JSON line\n"
-            "  -h, --help             show this help\n");
+    fprintf(out, "Usage: cairn-loadgen [options] --url URL [--url URL ...]\n"
+                 "       cairn-loadgen [options] --write-file PATH\n"
+                 "\n"
+                 "Sends realistic CloudTrail records to cairn agents (POST URL, a JSON array per\n"
+                 "request) over HTTP/1.1 keep-alive, or writes them as JSON lines. Prints a\n"
+                 "summary, then one JSON line: events_sent, events_accepted, events_unique,\n"
+                 "duplicates_sent, requests, errors, rate, p50_ms, p99_ms, max_ms, seconds,\n"
+                 "avg_record_bytes, cpu_s (its own).\n"
+                 "\n"
+                 "Options:\n"
+                 "  -u, --url URL          agent intake, http://IPv4:PORT[/path] (path default\n"
+                 "                         /v1/events); repeat for several agents: connections\n"
+                 "                         are dealt to them round robin\n"
+                 "  -R, --region LIST      awsRegion of each URL's records, comma-separated in\n"
+                 "                         --url order (default us-east-1)\n"
+                 "  -c, --connections N    connections (threads), default 4\n"
+                 "  -b, --batch N          records per request, default 100\n"
+                 "  -r, --rate N           events/s over all connections, paced; 0 = flat out\n"
+                 "                         (default)\n"
+                 "  -n, --count N          stop after N events (default 100000 unless --seconds)\n"
+                 "  -s, --seconds S        stop after S seconds\n"
+                 "  -d, --duplicates F     share (0..1) of records that are exact re-sends of\n"
+                 "                         records already acknowledged, default 0\n"
+                 "  -a, --accounts N       distinct recipient accounts, default 3\n"
+                 "  -S, --seed N           seed of the record generator, default 1\n"
+                 "      --retry-timeout S  give a request up after S seconds of 503s or lost\n"
+                 "                         connections (default 120)\n"
+                 "  -w, --write-file PATH  write JSON lines to PATH instead of sending\n"
+                 "  -q, --quiet            print only the JSON line\n"
+                 "  -h, --help             show this help\n");
 }
 
 static int s_parse_url(const char *url, s_target_t *t)
@@ -1215,17 +1258,23 @@ static int s_parse_url(const char *url, s_target_t *t)
 
 static int s_parse_options(int argc, char **argv, s_options_t *opt)
 {
-    static const struct option longopts[] = {
-        {"url", required_argument, NULL, 'u'},        {"region", required_argument, NULL, 'R'},
-        {"connections", required_argument, NULL, 'c'}, {"batch", required_argument, NULL, 'b'},
-        {"rate", required_argument, NULL, 'r'},       {"count", required_argument, NULL, 'n'},
-        {"seconds", required_argument, NULL, 's'},    {"duplicates", required_argument, NULL, 'd'},
-        {"accounts", required_argument, NULL, 'a'},   {"seed", required_argument, NULL, 'S'},
-        {"retry-timeout", required_argument, NULL, 'T'},
-        {"write-file", required_argument, NULL, 'w'}, {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
-    *opt = (s_options_t){.connections = 4, .batch = 100, .account_count = 3, .seed = 1,
-                         .retry_timeout_s = 120};
+    static const struct option longopts[] = {{"url", required_argument, NULL, 'u'},
+                                             {"region", required_argument, NULL, 'R'},
+                                             {"connections", required_argument, NULL, 'c'},
+                                             {"batch", required_argument, NULL, 'b'},
+                                             {"rate", required_argument, NULL, 'r'},
+                                             {"count", required_argument, NULL, 'n'},
+                                             {"seconds", required_argument, NULL, 's'},
+                                             {"duplicates", required_argument, NULL, 'd'},
+                                             {"accounts", required_argument, NULL, 'a'},
+                                             {"seed", required_argument, NULL, 'S'},
+                                             {"retry-timeout", required_argument, NULL, 'T'},
+                                             {"write-file", required_argument, NULL, 'w'},
+                                             {"quiet", no_argument, NULL, 'q'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    *opt = (s_options_t){
+        .connections = 4, .batch = 100, .account_count = 3, .seed = 1, .retry_timeout_s = 120};
     const char *regions = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "u:R:c:b:r:n:s:d:a:S:w:qh", longopts, NULL)) != -1) {
@@ -1238,20 +1287,47 @@ static int s_parse_options(int argc, char **argv, s_options_t *opt)
             }
             opt->target_count++;
             break;
-        case 'R': regions = optarg; break;
-        case 'c': opt->connections = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'b': opt->batch = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'r': opt->rate = strtod(optarg, NULL); break;
-        case 'n': opt->count = strtoull(optarg, NULL, 10); break;
-        case 's': opt->seconds = strtod(optarg, NULL); break;
-        case 'd': opt->duplicates = strtod(optarg, NULL); break;
-        case 'a': opt->account_count = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'S': opt->seed = strtoull(optarg, NULL, 10); break;
-        case 'T': opt->retry_timeout_s = strtod(optarg, NULL); break;
-        case 'w': opt->write_file = optarg; break;
-        case 'q': opt->is_quiet = true; break;
-        case 'h': s_usage(stdout); exit(0);
-        default: return -1;
+        case 'R':
+            regions = optarg;
+            break;
+        case 'c':
+            opt->connections = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'b':
+            opt->batch = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'r':
+            opt->rate = strtod(optarg, NULL);
+            break;
+        case 'n':
+            opt->count = strtoull(optarg, NULL, 10);
+            break;
+        case 's':
+            opt->seconds = strtod(optarg, NULL);
+            break;
+        case 'd':
+            opt->duplicates = strtod(optarg, NULL);
+            break;
+        case 'a':
+            opt->account_count = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'S':
+            opt->seed = strtoull(optarg, NULL, 10);
+            break;
+        case 'T':
+            opt->retry_timeout_s = strtod(optarg, NULL);
+            break;
+        case 'w':
+            opt->write_file = optarg;
+            break;
+        case 'q':
+            opt->is_quiet = true;
+            break;
+        case 'h':
+            s_usage(stdout);
+            exit(0);
+        default:
+            return -1;
         }
     }
     if (optind != argc) {
@@ -1324,7 +1400,8 @@ int main(int argc, char **argv)
         }
         unsigned started = 0;
         for (; started < opt.connections; started++)
-            if (pthread_create(&workers[started].thread, NULL, s_worker_run, &workers[started]) != 0) {
+            if (pthread_create(&workers[started].thread, NULL, s_worker_run, &workers[started]) !=
+                0) {
                 cairn_log_error("loadgen: cannot start thread %u", started);
                 atomic_store(&shared.is_stopping, true);
                 rc = 1;
@@ -1351,9 +1428,7 @@ int main(int argc, char **argv)
         free(workers);
     }
     double rate = seconds > 0 ? (double)total.events_accepted / seconds : 0;
-    double avg = total.events_sent
-                     ? (double)total.bytes_sent / (double)(total.events_sent)
-                     : 0;
+    double avg = total.events_sent ? (double)total.bytes_sent / (double)(total.events_sent) : 0;
     double p50 = s_hist_quantile_ms(hist, 0.50), p99 = s_hist_quantile_ms(hist, 0.99);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
