@@ -25,6 +25,7 @@
 
 #include "cairn_log.h"
 #include "cairn_mem.h"
+#include "cairn_wire.h"
 #include "cairn_time.h"
 #include "cairn.pb-c.h"
 #include "event.h"
@@ -80,17 +81,6 @@ struct shipper {
 };
 
 static int s_on_message(zloop_t *loop, zsock_t *reader, void *arg);
-
-static size_t s_varint(uint64_t v, uint8_t *out)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        out[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[n++] = (uint8_t)v;
-    return n;
-}
 
 static void s_close(shipper_t *self)
 {
@@ -186,7 +176,7 @@ static int s_pack_event(void *ctx, uint64_t seq, const uint8_t *data, size_t len
     uint8_t head[11];
     size_t head_len = 0;
     head[head_len++] = (5 << 3) | 2; /* Batch field 5 (events), length-delimited */
-    head_len += s_varint(len, head + head_len);
+    head_len += cairn_wire_put_varint(len, head + head_len);
     uint8_t *out = self->buffer + SHIPPER_HEAD_ROOM + self->buffer_len;
     if (SHIPPER_HEAD_ROOM + self->buffer_len + head_len + len > self->buffer_cap)
         return 1; /* cannot happen with the sizing in shipper_new; stop safely */
@@ -218,7 +208,7 @@ static int s_send_batch(shipper_t *self)
     uint8_t head[11];
     size_t head_len = 0;
     head[head_len++] = (2 << 3) | 2;
-    head_len += s_varint(self->buffer_len, head + head_len);
+    head_len += cairn_wire_put_varint(self->buffer_len, head + head_len);
     uint8_t *start = self->buffer + SHIPPER_HEAD_ROOM - head_len;
     memcpy(start, head, head_len);
     zframe_t *frame = zframe_new(start, head_len + self->buffer_len);

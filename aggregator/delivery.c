@@ -61,6 +61,7 @@
 
 #include "cairn_log.h"
 #include "cairn_mem.h"
+#include "cairn_wire.h"
 #include "cairn_time.h"
 
 #include <czmq.h>
@@ -242,20 +243,6 @@ static void s_lower_priority(const char *who)
 
 /* ---- reading three fields of a packed StoredEvent ---- */
 
-static int s_varint(const uint8_t *p, size_t len, size_t *at, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (int shift = 0; shift < 64 && *at < len; shift += 7) {
-        uint8_t b = p[(*at)++];
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /* Walks the fields of one message. For each length-delimited field calls
  * on_bytes(ctx, field, data, len); skips the others. Returns 0, or -1 when
  * the bytes are not a message. */
@@ -263,35 +250,12 @@ static int s_walk(const uint8_t *p, size_t len,
                   void (*on_bytes)(void *, uint32_t, const uint8_t *, size_t), void *ctx)
 {
     size_t at = 0;
-    while (at < len) {
-        uint64_t tag, skip = 0;
-        if (s_varint(p, len, &at, &tag) != 0)
-            return -1;
-        switch (tag & 7) {
-        case 0: /* varint */
-            if (s_varint(p, len, &at, &skip) != 0)
-                return -1;
-            skip = 0;
-            break;
-        case 1: /* fixed64 */
-            skip = 8;
-            break;
-        case 2: /* length-delimited */
-            if (s_varint(p, len, &at, &skip) != 0 || skip > len - at)
-                return -1;
-            on_bytes(ctx, (uint32_t)(tag >> 3), p + at, (size_t)skip);
-            break;
-        case 5: /* fixed32 */
-            skip = 4;
-            break;
-        default:
-            return -1;
-        }
-        if (skip > len - at)
-            return -1;
-        at += (size_t)skip;
-    }
-    return 0;
+    cairn_wire_field_t field;
+    int r;
+    while ((r = cairn_wire_next(p, len, &at, &field)) == 1)
+        if (field.wire_type == CAIRN_WIRE_BYTES)
+            on_bytes(ctx, field.number, field.data, field.len);
+    return r;
 }
 
 typedef struct {

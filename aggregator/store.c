@@ -48,6 +48,7 @@
 #include "cairn_fs.h"
 #include "cairn_log.h"
 #include "cairn_mem.h"
+#include "cairn_wire.h"
 
 #include <errno.h>
 #include <lmdb.h>
@@ -104,57 +105,20 @@ static uint64_t s_get_u64(const uint8_t in[8])
  * unpacking the rest: store_read_events hands every event's ingest time to
  * its callback, and a full unpack of each event (the record JSON included)
  * only for that would double the delivery's decoding work. protobuf-c has no
- * reader for a single field, hence these few lines of wire format. An absent
+ * reader for a single field, hence cairn_wire. An absent
  * field is proto3's default, 0. Returns -1 if the bytes are not a message. */
-static int s_varint(const uint8_t *p, size_t len, size_t *at, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (int shift = 0; shift < 64 && *at < len; shift += 7) {
-        uint8_t b = p[(*at)++];
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 static int s_peek_ingest_time(const uint8_t *p, size_t len, int64_t *ingest_ms)
 {
     size_t at = 0;
+    cairn_wire_field_t field;
+    int r;
     *ingest_ms = 0;
-    while (at < len) {
-        uint64_t tag, value, skip = 0;
-        if (s_varint(p, len, &at, &tag) != 0)
-            return -1;
-        switch (tag & 7) {
-        case 0: /* varint */
-            if (s_varint(p, len, &at, &value) != 0)
-                return -1;
-            if (tag >> 3 == 1) {
-                *ingest_ms = (int64_t)value;
-                return 0;
-            }
-            break;
-        case 1: /* fixed64 */
-            skip = 8;
-            break;
-        case 2: /* length-delimited */
-            if (s_varint(p, len, &at, &skip) != 0)
-                return -1;
-            break;
-        case 5: /* fixed32 */
-            skip = 4;
-            break;
-        default:
-            return -1;
+    while ((r = cairn_wire_next(p, len, &at, &field)) == 1)
+        if (field.number == 1 && field.wire_type == CAIRN_WIRE_VARINT) {
+            *ingest_ms = (int64_t)field.varint;
+            return 0;
         }
-        if (skip > len - at)
-            return -1;
-        at += (size_t)skip;
-    }
-    return 0;
+    return r; /* 0: absent (proto3's default), -1: not a message */
 }
 
 /* --- the index ----------------------------------------------------------- */
