@@ -111,11 +111,11 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
     s->shipper.agent_id = config_str(cfg, "agent", "id", region);
     s->shipper.region = region;
     s->shipper.batch_max_events =
-        (size_t)config_int(cfg, "aggregator", "batch_max_events", 500, 1, 10000);
+        (size_t)config_int(cfg, "aggregator", "batch_max_events", 1000, 1, 10000);
     s->shipper.batch_max_bytes = (size_t)config_size(cfg, "aggregator", "batch_max_bytes",
                                                      4 << 20, 512 << 10, 64 << 20);
     s->shipper.linger_ms = config_duration_ms(cfg, "aggregator", "linger", 20, 1, 10000);
-    s->shipper.window_batches = (size_t)config_int(cfg, "aggregator", "window", 8, 1, 1024);
+    s->shipper.window_batches = (size_t)config_int(cfg, "aggregator", "window", 16, 1, 1024);
     s->shipper.ack_timeout_ms =
         config_duration_ms(cfg, "aggregator", "ack_timeout", 5000, 100, 600000);
     s->shipper.heartbeat_ms = config_duration_ms(cfg, "aggregator", "heartbeat", 1000, 100, 60000);
