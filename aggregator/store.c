@@ -3,10 +3,14 @@
  * DESIGN: four databases (see store.h). events holds packed StoredEvents under
  * their ingest seq, 8 bytes big-endian so that LMDB's byte order is seq order
  * and MDB_APPEND applies; the value is written in place with MDB_RESERVE. ids
- * maps eventID -> seq and is the dedup guard: a put with MDB_NOOVERWRITE that
- * answers MDB_KEYEXIST means "already stored", checked and claimed in one
- * B-tree descent. agents keeps each agent's progress so that a whole resent
- * batch costs one lookup. meta keeps the delivery cursor.
+ * maps (eventTime, eventID) -> seq and is the dedup guard: a put with
+ * MDB_NOOVERWRITE that answers MDB_KEYEXIST means "already stored", checked
+ * and claimed in one B-tree descent. An event sent again is the same bytes,
+ * so the same pair; keying by eventTime first keeps each commit's inserts in
+ * the few leaf pages of the last seconds, where keying by the random eventID
+ * alone dirtied one leaf page per event all over the file (each rewritten,
+ * then fsynced, at every commit). agents keeps each agent's progress so that
+ * a whole resent batch costs one lookup. meta keeps the delivery cursor.
  *
  * THREADS: the receiver's thread is the only writer of events; it alone
  * touches next_seq and last_ingest_ms. The delivery actor reads events and
@@ -28,27 +32,44 @@
  *     transaction: a reader never sees one without the other.
  *
  * THE INDEX (one MDB_DUPSORT | MDB_DUPFIXED database). A key is one tag byte
- * naming the attribute and the value's bytes; every data item is 16 bytes,
+ * naming the attribute and the value's bytes; every data item is 24 bytes,
  * the event's position: eventTime in ms (sign bit flipped, big-endian, so
- * that byte order is time order) and its seq (big-endian). LMDB keeps the
- * duplicates of a key sorted, so the events of one value are a sorted run
- * that a cursor walks backwards from any point: newest first, no sort in
- * memory, and the run's length (mdb_cursor_count) costs nothing, which is
- * how store_query picks the most selective filter. Tag 'T' with no value
- * holds every event: time-range scans. A value longer than a key allows is
- * cut to fit; the cut is deterministic, so lookups of the long value find
- * its entries, and store_query then compares the whole value on the event.
- * Duplicates cost 16 bytes each, not a copy of the key, which keeps the
- * index near 10 entries x 16 bytes per event.
+ * that byte order is time order) and its seq (big-endian), then the value's
+ * fingerprint. LMDB keeps the duplicates of a key sorted, so the events of
+ * one value are a sorted run that a cursor walks backwards from any point:
+ * newest first, no sort in memory, and the run's length (mdb_cursor_count)
+ * costs nothing, which is how store_query picks the most selective filter.
+ * Tag 'T' with no value holds every event: time-range scans. A value longer
+ * than a key allows is cut to fit; the cut is deterministic, so lookups of
+ * the long value find its entries, and store_query then compares the whole
+ * value on the event.
  *
- * A store made before the index existed (meta has no "index_version") gets
- * it built by the writer at open, in transactions of S_REBUILD_CHUNK events. */
+ * Attributes with many distinct values (user names, access keys, resource
+ * names) and eventIDs ('I') are HASHED: the key is the tag and one bucket
+ * byte of the value's 64-bit hash, the fingerprint is the whole hash, so a
+ * lookup walks its bucket and skips other values by fingerprint without
+ * reading their events. With one key per value, every event put new keys
+ * at random places in the tree, and each commit rewrote a page per event;
+ * with 256 buckets a commit touches at most 256 run ends per attribute,
+ * whatever the number of values. Values of exact keys have fingerprint 0.
+ *
+ * Writes are batched per transaction: entries are queued as events are
+ * stored, then sorted and written key by key (s_index_flush), each key's new
+ * items appended in one call. Positions grow with time, so nearly every item
+ * lands at the end of its run, and a commit writes a few pages per key
+ * instead of a B-tree descent per entry.
+ *
+ * A store made before the index existed (meta has no "index_version") or
+ * with an older layout (version 1: 16-byte items, ids by eventID alone)
+ * gets the index and ids rebuilt by the writer at open, in transactions of
+ * S_REBUILD_CHUNK events. */
 #include "store.h"
 
 #include "cairn_fs.h"
 #include "cairn_log.h"
 #include "cairn_mem.h"
 #include "cairn_wire.h"
+#include "event.h"
 
 #include <errno.h>
 #include <lmdb.h>
@@ -60,20 +81,33 @@
 #define STORE_MAX_DBS        8
 #define STORE_CURSOR_KEY     "delivery_cursor"
 #define STORE_INDEX_KEY      "index_version" /* meta: the index below is complete */
-#define STORE_INDEX_VERSION  1
+#define STORE_INDEX_VERSION  2 /* 1: ids by eventID, 16-byte index data, no hashing */
 #define STORE_DELETED_KEY    "deleted_max_seq" /* meta: highest seq ever deleted */
-#define S_POSITION_BYTES     16               /* index data: time (8) + seq (8) */
+#define S_POSITION_BYTES     16               /* position: time (8) + seq (8) */
+#define S_ENTRY_BYTES        24               /* index data: position + fingerprint (8) */
+#define S_HASH_BUCKETS       256              /* keys of a hashed attribute */
 #define S_MAX_RESOURCES      64               /* resources of one event indexed */
 #define S_MAX_ENTRIES        (8 + 3 * S_MAX_RESOURCES) /* index entries of one event */
 #define S_REBUILD_CHUNK      20000            /* events per transaction of a rebuild */
 #define S_TAG_ALL            'T'              /* the key holding every event */
+#define S_TAG_EVENT_ID       'I'              /* hashed keys of eventIDs */
+#define S_ID_KEY_PREFIX      8                /* ids key: eventTime (8) before the eventID */
+#define S_DRIVE_ID           (STORE_ATTR_COUNT + 1) /* store_query: the eventID filter */
+
+/* An index entry waiting for the end of its transaction (s_index_flush):
+ * its key in the keys arena and its data item. */
+typedef struct {
+    size_t key_at;
+    size_t key_len;
+    uint8_t data[S_ENTRY_BYTES];
+} s_pending_t;
 
 struct store {
     char *dir; /* for log lines */
     atomic_uint_fast64_t pruned_count; /* events removed by retention since open */
     MDB_env *env;
     MDB_dbi events_dbi;           /* seq (u64 BE) -> packed StoredEvent */
-    MDB_dbi ids_dbi;              /* eventID -> seq (u64 BE) */
+    MDB_dbi ids_dbi;              /* eventTime (8) + eventID -> seq (u64 BE) */
     MDB_dbi agents_dbi;           /* agent id -> last agent seq (u64 BE) */
     MDB_dbi meta_dbi;             /* "delivery_cursor" -> u64 BE seq, i64 BE end ms */
     MDB_dbi index_dbi;            /* tag + value -> positions (see DESIGN) */
@@ -83,6 +117,12 @@ struct store {
     bool is_full;                 /* last put hit MDB_MAP_FULL (writer thread) */
     size_t key_max_bytes;         /* longest eventID or agent id LMDB takes as a key */
     _Atomic int64_t watermark_ms; /* every event below it is committed */
+    s_pending_t *pending;         /* index entries of the open write txn (writer) */
+    size_t pending_count, pending_cap;
+    char *pending_keys;           /* their keys, back to back */
+    size_t keys_used, keys_cap;
+    uint8_t *multi;               /* one key's data items for MDB_MULTIPLE */
+    size_t multi_cap;             /* items */
 };
 
 static void s_put_u64(uint8_t out[8], uint64_t v)
@@ -145,19 +185,54 @@ static void s_put_position(uint8_t out[S_POSITION_BYTES], int64_t time_ms, uint6
     s_put_u64(out + 8, seq);
 }
 
-static void s_get_position(const uint8_t in[S_POSITION_BYTES], store_position_t *position)
+/* An index data item: the position, then the value's fingerprint. */
+static void s_put_entry(uint8_t out[S_ENTRY_BYTES], int64_t time_ms, uint64_t seq, uint64_t fp)
 {
-    position->event_time_ms = (int64_t)(s_get_u64(in) ^ (UINT64_C(1) << 63));
-    position->seq = s_get_u64(in + 8);
+    s_put_position(out, time_ms, seq);
+    s_put_u64(out + S_POSITION_BYTES, fp);
 }
 
-/* Builds the key of attr = value in out (key_max_bytes + 1 bytes or more):
- * the tag and the value, cut to fit. Sets *is_cut when it was. attr
- * STORE_ATTR_COUNT is the all-events key. */
-static size_t s_index_key(const store_t *self, store_attr_t attr, const char *value, size_t len,
-                          char *out, bool *is_cut)
+/* The hash of a hashed attribute's value: its bucket (top byte) and its
+ * fingerprint. It is stored, so it must never change: 64-bit FNV-1a, then
+ * MurmurHash3's finalizer so that the top byte is as well mixed as the rest. */
+static uint64_t s_hash(const char *value, size_t len)
 {
-    out[0] = attr == STORE_ATTR_COUNT ? S_TAG_ALL : s_attr_tags[attr];
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)value[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    h ^= h >> 33;
+    h *= UINT64_C(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    h *= UINT64_C(0xc4ceb9fe1a85ec53);
+    h ^= h >> 33;
+    return h;
+}
+
+/* Attributes with many distinct values (and eventID) are hashed: see DESIGN. */
+static bool s_is_hashed(store_attr_t attr)
+{
+    return attr == STORE_ATTR_USERNAME || attr == STORE_ATTR_RESOURCE_NAME ||
+           attr == STORE_ATTR_ACCESS_KEY_ID;
+}
+
+/* Builds the key under tag of value in out (key_max_bytes + 1 bytes or more)
+ * and sets *fp to the fingerprint its data items carry. Hashed: the tag and
+ * the bucket byte; the fingerprint is the value's hash. Otherwise: the tag and
+ * the value, cut to fit (*is_cut says so); the fingerprint is 0. */
+static size_t s_make_key(const store_t *self, char tag, bool is_hashed, const char *value,
+                         size_t len, char *out, uint64_t *fp, bool *is_cut)
+{
+    out[0] = tag;
+    if (is_cut)
+        *is_cut = false;
+    if (is_hashed) {
+        *fp = s_hash(value, len);
+        out[1] = (char)(uint8_t)(*fp >> 56);
+        return 2;
+    }
+    *fp = 0;
     size_t room = self->key_max_bytes - 1;
     if (is_cut)
         *is_cut = len > room;
@@ -165,6 +240,38 @@ static size_t s_index_key(const store_t *self, store_attr_t attr, const char *va
         len = room;
     memcpy(out + 1, value, len);
     return 1 + len;
+}
+
+static void s_get_position(const uint8_t in[S_POSITION_BYTES], store_position_t *position)
+{
+    position->event_time_ms = (int64_t)(s_get_u64(in) ^ (UINT64_C(1) << 63));
+    position->seq = s_get_u64(in + 8);
+}
+
+/* The key of attr = value (see s_make_key). attr STORE_ATTR_COUNT is the
+ * all-events key. */
+static size_t s_index_key(const store_t *self, store_attr_t attr, const char *value, size_t len,
+                          char *out, uint64_t *fp, bool *is_cut)
+{
+    if (attr == STORE_ATTR_COUNT)
+        return s_make_key(self, S_TAG_ALL, false, "", 0, out, fp, is_cut);
+    return s_make_key(self, s_attr_tags[attr], s_is_hashed(attr), value, len, out, fp, is_cut);
+}
+
+/* The key of eventID id (hashed). */
+static size_t s_event_id_key(const store_t *self, const char *id, char *out, uint64_t *fp)
+{
+    return s_make_key(self, S_TAG_EVENT_ID, true, id, strlen(id), out, fp, NULL);
+}
+
+/* The ids key of event: its eventTime, then its eventID. Returns its length;
+ * the caller checked that the eventID fits. */
+static size_t s_id_key(const Cairn__Event *event, uint8_t *out)
+{
+    size_t len = strlen(event->event_id);
+    s_put_u64(out, (uint64_t)event->event_time_ms ^ (UINT64_C(1) << 63));
+    memcpy(out + S_ID_KEY_PREFIX, event->event_id, len);
+    return S_ID_KEY_PREFIX + len;
 }
 
 size_t store_username(const Cairn__Event *event, const char **name)
@@ -261,29 +368,162 @@ static bool s_event_has(const Cairn__Event *event, store_attr_t attr, const char
     return false;
 }
 
-/* Puts (or, is_delete, removes) every index entry of event at seq, in txn.
- * Returns an LMDB code; a missing entry on delete is not an error. */
+/* Puts (or, is_delete, removes) the data item (time_ms, seq, fp) of key. */
+static int s_index_one(store_t *self, MDB_txn *txn, const char *key_buf, size_t key_len,
+                       int64_t time_ms, uint64_t seq, uint64_t fp, bool is_delete)
+{
+    uint8_t entry[S_ENTRY_BYTES];
+    s_put_entry(entry, time_ms, seq, fp);
+    MDB_val key = {.mv_size = key_len, .mv_data = (void *)key_buf};
+    MDB_val data = {.mv_size = sizeof entry, .mv_data = entry};
+    int rc = is_delete ? mdb_del(txn, self->index_dbi, &key, &data)
+                       : mdb_put(txn, self->index_dbi, &key, &data, 0);
+    return is_delete && rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Queues the data item (time_ms, seq, fp) of key for s_index_flush. */
+static void s_index_queue(store_t *self, const char *key, size_t key_len, int64_t time_ms,
+                          uint64_t seq, uint64_t fp)
+{
+    if (self->pending_count == self->pending_cap) {
+        self->pending_cap = self->pending_cap ? 2 * self->pending_cap : 4096;
+        self->pending = cairn_realloc(self->pending, self->pending_cap * sizeof *self->pending);
+    }
+    if (self->keys_used + key_len > self->keys_cap) {
+        while (self->keys_used + key_len > self->keys_cap)
+            self->keys_cap = self->keys_cap ? 2 * self->keys_cap : 65536;
+        self->pending_keys = cairn_realloc(self->pending_keys, self->keys_cap);
+    }
+    s_pending_t *p = &self->pending[self->pending_count++];
+    p->key_at = self->keys_used;
+    p->key_len = key_len;
+    s_put_entry(p->data, time_ms, seq, fp);
+    memcpy(self->pending_keys + self->keys_used, key, key_len);
+    self->keys_used += key_len;
+}
+
+/* Queues every index entry of event at seq (see s_index_event). */
+static void s_index_queue_event(store_t *self, const Cairn__Event *event, uint64_t seq)
+{
+    s_entry_t entries[S_MAX_ENTRIES];
+    size_t count = s_index_entries(event, entries);
+    char key_buf[1024];
+    uint64_t fp;
+    int64_t t = event->event_time_ms;
+    size_t len = s_index_key(self, STORE_ATTR_COUNT, "", 0, key_buf, &fp, NULL);
+    s_index_queue(self, key_buf, len, t, seq, fp);
+    if (event->event_id && event->event_id[0]) {
+        len = s_event_id_key(self, event->event_id, key_buf, &fp);
+        s_index_queue(self, key_buf, len, t, seq, fp);
+    }
+    for (size_t i = 0; i < count; i++) {
+        len = s_index_key(self, entries[i].attr, entries[i].value, entries[i].len, key_buf, &fp,
+                          NULL);
+        s_index_queue(self, key_buf, len, t, seq, fp);
+    }
+}
+
+/* qsort_r order of pending entries: LMDB's order of keys (bytes, then
+ * length), then of data items (bytes). keys is the keys arena. */
+static int s_pending_cmp(const void *a, const void *b, void *keys)
+{
+    const s_pending_t *x = a, *y = b;
+    const char *arena = keys;
+    size_t len = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int c = memcmp(arena + x->key_at, arena + y->key_at, len);
+    if (c == 0 && x->key_len != y->key_len)
+        c = x->key_len < y->key_len ? -1 : 1;
+    return c ? c : memcmp(x->data, y->data, S_ENTRY_BYTES);
+}
+
+/* Puts count sorted, distinct data items of key in one call (MDB_MULTIPLE). */
+static int s_put_multiple(MDB_cursor *cursor, MDB_val *key, uint8_t *items, size_t count,
+                          unsigned flags)
+{
+    MDB_val data[2] = {{.mv_size = S_ENTRY_BYTES, .mv_data = items}, {.mv_size = count}};
+    return count ? mdb_cursor_put(cursor, key, data, MDB_MULTIPLE | flags) : 0;
+}
+
+/* Writes the queued index entries in txn and empties the queue. Sorted by key
+ * and data, each key costs one descent: its items older than the key's
+ * newest go in with one MDB_MULTIPLE put, the rest (nearly all: positions
+ * grow with time) are appended with MDB_APPENDDUP, which neither searches
+ * nor leaves half-empty pages behind. Returns an LMDB code. */
+static int s_index_flush(store_t *self, MDB_txn *txn)
+{
+    size_t n = self->pending_count;
+    MDB_cursor *cursor = NULL;
+    self->pending_count = 0;
+    self->keys_used = 0;
+    if (n == 0)
+        return 0;
+    qsort_r(self->pending, n, sizeof *self->pending, s_pending_cmp, self->pending_keys);
+    int rc = mdb_cursor_open(txn, self->index_dbi, &cursor);
+    for (size_t i = 0; rc == 0 && i < n;) {
+        const s_pending_t *first = &self->pending[i];
+        size_t count = 0, j = i;
+        for (; j < n && self->pending[j].key_len == first->key_len &&
+               !memcmp(self->pending_keys + self->pending[j].key_at,
+                       self->pending_keys + first->key_at, first->key_len);
+             j++) {
+            if (count == self->multi_cap) {
+                self->multi_cap = self->multi_cap ? 2 * self->multi_cap : 4096;
+                self->multi = cairn_realloc(self->multi, self->multi_cap * S_ENTRY_BYTES);
+            }
+            if (count && !memcmp(self->multi + (count - 1) * S_ENTRY_BYTES,
+                                 self->pending[j].data, S_ENTRY_BYTES))
+                continue; /* the same entry twice (two resources alike) */
+            memcpy(self->multi + count * S_ENTRY_BYTES, self->pending[j].data, S_ENTRY_BYTES);
+            count++;
+        }
+        MDB_val key = {.mv_size = first->key_len, .mv_data = self->pending_keys + first->key_at};
+        MDB_val last;
+        size_t older = 0;
+        rc = mdb_cursor_get(cursor, &key, &last, MDB_SET);
+        if (rc == 0)
+            rc = mdb_cursor_get(cursor, &key, &last, MDB_LAST_DUP);
+        if (rc == 0)
+            while (older < count &&
+                   memcmp(self->multi + older * S_ENTRY_BYTES, last.mv_data, S_ENTRY_BYTES) <= 0)
+                older++;
+        else if (rc == MDB_NOTFOUND)
+            rc = 0;
+        key = (MDB_val){.mv_size = first->key_len, .mv_data = self->pending_keys + first->key_at};
+        if (rc == 0)
+            rc = s_put_multiple(cursor, &key, self->multi, older, 0);
+        if (rc == 0)
+            rc = s_put_multiple(cursor, &key, self->multi + older * S_ENTRY_BYTES, count - older,
+                                MDB_APPENDDUP);
+        i = j;
+    }
+    if (cursor)
+        mdb_cursor_close(cursor);
+    return rc;
+}
+
+/* Puts (or, is_delete, removes) every index entry of event at seq, in txn:
+ * its attributes, the all-events key and its eventID. Returns an LMDB code;
+ * a missing entry on delete is not an error. */
 static int s_index_event(store_t *self, MDB_txn *txn, const Cairn__Event *event, uint64_t seq,
                          bool is_delete)
 {
     s_entry_t entries[S_MAX_ENTRIES];
     size_t count = s_index_entries(event, entries);
-    uint8_t position[S_POSITION_BYTES];
     char key_buf[1024];
-    s_put_position(position, event->event_time_ms, seq);
-    MDB_val data = {.mv_size = sizeof position, .mv_data = position};
-    MDB_val key = {.mv_size = s_index_key(self, STORE_ATTR_COUNT, "", 0, key_buf, NULL),
-                   .mv_data = key_buf};
-    int rc = is_delete ? mdb_del(txn, self->index_dbi, &key, &data)
-                       : mdb_put(txn, self->index_dbi, &key, &data, 0);
-    for (size_t i = 0; (rc == 0 || (is_delete && rc == MDB_NOTFOUND)) && i < count; i++) {
-        key.mv_size = s_index_key(self, entries[i].attr, entries[i].value, entries[i].len,
-                                  key_buf, NULL);
-        data = (MDB_val){.mv_size = sizeof position, .mv_data = position};
-        rc = is_delete ? mdb_del(txn, self->index_dbi, &key, &data)
-                       : mdb_put(txn, self->index_dbi, &key, &data, 0);
+    uint64_t fp;
+    int64_t t = event->event_time_ms;
+    size_t len = s_index_key(self, STORE_ATTR_COUNT, "", 0, key_buf, &fp, NULL);
+    int rc = s_index_one(self, txn, key_buf, len, t, seq, fp, is_delete);
+    if (rc == 0 && event->event_id && event->event_id[0]) {
+        len = s_event_id_key(self, event->event_id, key_buf, &fp);
+        rc = s_index_one(self, txn, key_buf, len, t, seq, fp, is_delete);
     }
-    return is_delete && rc == MDB_NOTFOUND ? 0 : rc;
+    for (size_t i = 0; rc == 0 && i < count; i++) {
+        len = s_index_key(self, entries[i].attr, entries[i].value, entries[i].len, key_buf, &fp,
+                          NULL);
+        rc = s_index_one(self, txn, key_buf, len, t, seq, fp, is_delete);
+    }
+    return rc;
 }
 
 /* A bump allocator for protobuf-c's unpacking of stored events: reset after
@@ -424,6 +664,19 @@ static int s_put_meta_u64(store_t *self, MDB_txn *txn, const char *name, uint64_
     return mdb_put(txn, self->meta_dbi, &key, &val, 0);
 }
 
+/* Puts event's ids entry (a rebuild). */
+static int s_rebuild_id(store_t *self, MDB_txn *txn, const Cairn__Event *event,
+                        const uint8_t seq_be[8])
+{
+    uint8_t id_key[S_ID_KEY_PREFIX + EVENT_ID_MAX_BYTES];
+    size_t len = event->event_id ? strlen(event->event_id) : 0;
+    if (len == 0 || len > EVENT_ID_MAX_BYTES)
+        return 0; /* the store never took such an event */
+    MDB_val id = {.mv_size = s_id_key(event, id_key), .mv_data = id_key};
+    MDB_val seq_val = {.mv_size = 8, .mv_data = (void *)seq_be};
+    return mdb_put(txn, self->ids_dbi, &id, &seq_val, 0);
+}
+
 /* Indexes up to S_REBUILD_CHUNK events with seq > *after_seq in one write
  * transaction; advances *after_seq. Sets *is_done at the last event. */
 static int s_rebuild_chunk(store_t *self, uint64_t *after_seq, bool *is_done, s_arena_t *arena)
@@ -447,7 +700,8 @@ static int s_rebuild_chunk(store_t *self, uint64_t *after_seq, bool *is_done, s_
             rc = MDB_CORRUPTED;
         else {
             *after_seq = s_get_u64(key.mv_data);
-            rc = s_index_event(self, txn, stored->event, *after_seq, false);
+            s_index_queue_event(self, stored->event, *after_seq);
+            rc = s_rebuild_id(self, txn, stored->event, key.mv_data);
         }
         s_arena_reset(arena);
         if (rc == 0)
@@ -456,6 +710,9 @@ static int s_rebuild_chunk(store_t *self, uint64_t *after_seq, bool *is_done, s_
     *is_done = rc == MDB_NOTFOUND;
     if (rc == MDB_NOTFOUND)
         rc = 0;
+    if (rc == 0)
+        rc = s_index_flush(self, txn);
+    self->pending_count = self->keys_used = 0;
     if (cursor)
         mdb_cursor_close(cursor);
     if (rc == 0)
@@ -489,6 +746,8 @@ static int s_ensure_index(store_t *self)
                          (size_t)stat.ms_entries);
     if (rc == 0)
         rc = mdb_drop(txn, self->index_dbi, 0); /* a rebuild cut short left some */
+    if (rc == 0)
+        rc = mdb_drop(txn, self->ids_dbi, 0); /* version 1 keyed them by eventID alone */
     if (rc == 0)
         rc = mdb_txn_commit(txn);
     else if (txn)
@@ -580,6 +839,9 @@ void store_destroy(store_t **self_p)
         return;
     if (self->env)
         mdb_env_close(self->env);
+    free(self->pending);
+    free(self->pending_keys);
+    free(self->multi);
     free(self->dir);
     free(self);
     *self_p = NULL;
@@ -590,9 +852,9 @@ static int s_put_event(store_t *self, MDB_txn *txn, const Cairn__Batch *batch, s
                        int64_t ingest_ms, uint64_t *seq, store_batch_result_t *result)
 {
     const Cairn__Event *event = batch->events[index];
-    uint8_t seq_be[8];
+    uint8_t seq_be[8], id_key[S_ID_KEY_PREFIX + EVENT_ID_MAX_BYTES];
     s_put_u64(seq_be, *seq);
-    MDB_val id = {.mv_size = strlen(event->event_id), .mv_data = event->event_id};
+    MDB_val id = {.mv_size = s_id_key(event, id_key), .mv_data = id_key};
     MDB_val seq_val = {.mv_size = sizeof seq_be, .mv_data = seq_be};
     int rc = mdb_put(txn, self->ids_dbi, &id, &seq_val, MDB_NOOVERWRITE);
     if (rc == MDB_KEYEXIST) {
@@ -610,7 +872,7 @@ static int s_put_event(store_t *self, MDB_txn *txn, const Cairn__Batch *batch, s
     rc = mdb_put(txn, self->events_dbi, &seq_val, &val, MDB_APPEND | MDB_RESERVE);
     if (rc == 0) {
         cairn__stored_event__pack(&stored, val.mv_data);
-        rc = s_index_event(self, txn, event, *seq, false);
+        s_index_queue_event(self, event, *seq);
     }
     if (rc == 0) {
         result->stored_count++;
@@ -672,11 +934,12 @@ static int s_put_batch(store_t *self, MDB_txn *txn, const Cairn__Batch *batch, i
     for (size_t i = 0; rc == 0 && i < count; i++) {
         const Cairn__Event *event = batch->events[i];
         size_t id_len = event && event->event_id ? strlen(event->event_id) : 0;
-        if (id_len == 0 || id_len > self->key_max_bytes) {
-            cairn_log_error("store %s: batch %llu+%zu from agent %s: event %zu has %s", self->dir,
-                            (unsigned long long)batch->first_seq, count,
+        if (id_len == 0 || id_len > EVENT_ID_MAX_BYTES) {
+            cairn_log_error("store %s: batch %llu+%zu from agent %s: event %zu has %s (limit "
+                            "%d bytes)",
+                            self->dir, (unsigned long long)batch->first_seq, count,
                             batch->agent_id ? batch->agent_id : "", i,
-                            id_len ? "an eventID too long for a key" : "no eventID");
+                            id_len ? "an eventID too long" : "no eventID", EVENT_ID_MAX_BYTES);
             return EINVAL;
         }
         rc = s_put_event(self, txn, batch, i, ingest_ms, seq, result);
@@ -699,6 +962,9 @@ int store_put_batches(store_t *self, const Cairn__Batch *const *batches, size_t 
     int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
     for (size_t i = 0; rc == 0 && i < batch_count; i++)
         rc = s_put_batch(self, txn, batches[i], ingest_ms, &seq, &results[i]);
+    if (rc == 0)
+        rc = s_index_flush(self, txn);
+    self->pending_count = self->keys_used = 0; /* an abort drops what is queued */
     if (rc == 0)
         rc = mdb_txn_commit(txn); /* frees txn even when it fails */
     else if (txn)
@@ -929,10 +1195,11 @@ typedef struct {
     const store_query_t *query;
     MDB_txn *txn;
     MDB_cursor *probe;                         /* membership checks */
-    char keys[STORE_ATTR_COUNT][1024];         /* each filter's index key */
-    size_t key_lens[STORE_ATTR_COUNT];         /* 0: no filter on that attribute */
-    bool has_cut_value;                        /* a filter value longer than a key */
-    uint8_t upper[S_POSITION_BYTES];           /* newest position that may match */
+    char keys[S_DRIVE_ID + 1][1024];           /* each filter's index key */
+    size_t key_lens[S_DRIVE_ID + 1];           /* 0: no filter on that attribute */
+    uint64_t fps[S_DRIVE_ID + 1];              /* each filter's fingerprint */
+    bool has_unsure_filter;                    /* hashed or cut: check on the event */
+    uint8_t upper[S_ENTRY_BYTES];              /* newest data item that may match */
     s_arena_t arena;                           /* unpacks the current event */
     store_hit_fn *fn;
     void *ctx;
@@ -941,8 +1208,9 @@ typedef struct {
 } s_query_t;
 
 /* Reads the event at position and, if it passes the checks the index could
- * not make, hands it to fn. Returns an LMDB code. */
-static int s_query_emit(s_query_t *q, const store_position_t *position, bool is_by_id)
+ * not make (hashed keys and cut values only narrow the candidates), hands it
+ * to fn. Returns an LMDB code. */
+static int s_query_emit(s_query_t *q, const store_position_t *position)
 {
     uint8_t seq_be[8];
     s_put_u64(seq_be, position->seq);
@@ -957,7 +1225,9 @@ static int s_query_emit(s_query_t *q, const store_position_t *position, bool is_
         return MDB_CORRUPTED;
     }
     bool is_match = true;
-    if (is_by_id || q->has_cut_value)
+    if (q->query->event_id)
+        is_match = stored->event->event_id && !strcmp(stored->event->event_id, q->query->event_id);
+    if (q->has_unsure_filter)
         for (int a = 0; is_match && a < STORE_ATTR_COUNT; a++)
             if (q->query->values[a])
                 is_match = s_event_has(stored->event, (store_attr_t)a, q->query->values[a]);
@@ -969,54 +1239,19 @@ static int s_query_emit(s_query_t *q, const store_position_t *position, bool is_
     return 0;
 }
 
-/* The query by eventID: one lookup in ids, then the other filters on the event. */
-static int s_query_by_id(s_query_t *q)
+/* Whether the event at data has every filter but the driving one, by index:
+ * the same position under each filter's key, with that filter's fingerprint. */
+static int s_query_probe(s_query_t *q, int driving, const MDB_val *data, bool *is_match)
 {
-    const char *id = q->query->event_id;
-    size_t len = strlen(id);
-    if (len == 0 || len > q->store->key_max_bytes)
-        return 0;
-    MDB_val key = {.mv_size = len, .mv_data = (void *)id}, val;
-    int rc = mdb_get(q->txn, q->store->ids_dbi, &key, &val);
-    if (rc == MDB_NOTFOUND)
-        return 0;
-    if (rc == 0 && val.mv_size != 8)
-        rc = MDB_CORRUPTED;
-    if (rc != 0)
-        return rc;
-    uint64_t seq = s_get_u64(val.mv_data);
-    key = (MDB_val){.mv_size = 8, .mv_data = val.mv_data};
-    rc = mdb_get(q->txn, q->store->events_dbi, &key, &val);
-    if (rc == MDB_NOTFOUND)
-        return 0; /* pruned while the id stayed: cannot happen (deleted together) */
-    int64_t event_time_ms = 0;
-    Cairn__StoredEvent *stored =
-        rc == 0 ? cairn__stored_event__unpack(&q->arena.allocator, val.mv_size, val.mv_data)
-                : NULL;
-    if (rc == 0 && (!stored || !stored->event))
-        rc = MDB_CORRUPTED;
-    if (rc == 0)
-        event_time_ms = stored->event->event_time_ms;
-    s_arena_reset(&q->arena);
-    if (rc != 0)
-        return rc;
-    store_position_t position = {event_time_ms, seq};
-    uint8_t at[S_POSITION_BYTES];
-    s_put_position(at, event_time_ms, seq);
-    if (event_time_ms < q->query->start_ms || memcmp(at, q->upper, sizeof at) > 0)
-        return 0;
-    return s_query_emit(q, &position, true);
-}
-
-/* Whether the event at data has every filter but the driving one, by index. */
-static int s_query_probe(s_query_t *q, int driving, MDB_val *data, bool *is_match)
-{
+    uint8_t entry[S_ENTRY_BYTES];
+    memcpy(entry, data->mv_data, S_POSITION_BYTES);
     *is_match = true;
-    for (int a = 0; a < STORE_ATTR_COUNT && *is_match; a++) {
+    for (int a = 0; a <= S_DRIVE_ID && *is_match; a++) {
         if (!q->key_lens[a] || a == driving)
             continue;
+        s_put_u64(entry + S_POSITION_BYTES, q->fps[a]);
         MDB_val key = {.mv_size = q->key_lens[a], .mv_data = q->keys[a]};
-        MDB_val probe_data = *data;
+        MDB_val probe_data = {.mv_size = sizeof entry, .mv_data = entry};
         int rc = mdb_cursor_get(q->probe, &key, &probe_data, MDB_GET_BOTH);
         if (rc == MDB_NOTFOUND)
             *is_match = false;
@@ -1026,19 +1261,22 @@ static int s_query_probe(s_query_t *q, int driving, MDB_val *data, bool *is_matc
     return 0;
 }
 
-/* Walks the driving key's positions from q->upper down to start_ms. */
-static int s_query_scan(s_query_t *q, int driving, MDB_val *drive_key)
+/* Walks the driving key's data items from q->upper down to start_ms; under
+ * a hashed key, only those with the driving value's fingerprint. */
+static int s_query_scan(s_query_t *q, int driving)
 {
     MDB_cursor *drive = NULL;
-    MDB_val key = *drive_key;
-    MDB_val data = {.mv_size = S_POSITION_BYTES, .mv_data = q->upper};
+    MDB_val drive_key = {.mv_size = q->key_lens[driving], .mv_data = q->keys[driving]};
+    MDB_val key = drive_key;
+    MDB_val data = {.mv_size = S_ENTRY_BYTES, .mv_data = q->upper};
+    uint64_t drive_fp = q->fps[driving];
     int rc = mdb_cursor_open(q->txn, q->store->index_dbi, &drive);
     if (rc == 0) {
         rc = mdb_cursor_get(drive, &key, &data, MDB_GET_BOTH_RANGE); /* first >= upper */
-        if (rc == 0 && memcmp(data.mv_data, q->upper, S_POSITION_BYTES) > 0)
+        if (rc == 0 && memcmp(data.mv_data, q->upper, S_ENTRY_BYTES) > 0)
             rc = mdb_cursor_get(drive, &key, &data, MDB_PREV_DUP);
-        else if (rc == MDB_NOTFOUND) { /* every position is below upper: start at the newest */
-            key = *drive_key; /* MDB_SET needs data: without it, LAST_DUP is EINVAL */
+        else if (rc == MDB_NOTFOUND) { /* every item is below upper: start at the newest */
+            key = drive_key; /* MDB_SET needs data: without it, LAST_DUP is EINVAL */
             rc = mdb_cursor_get(drive, &key, &data, MDB_SET);
             if (rc == 0)
                 rc = mdb_cursor_get(drive, &key, &data, MDB_LAST_DUP);
@@ -1046,17 +1284,20 @@ static int s_query_scan(s_query_t *q, int driving, MDB_val *drive_key)
     }
     while (rc == 0 && q->fn_rc == 0) {
         store_position_t position;
-        bool is_match;
-        if (data.mv_size != S_POSITION_BYTES) {
+        bool is_match = true;
+        if (data.mv_size != S_ENTRY_BYTES) {
             rc = MDB_CORRUPTED;
             break;
         }
         s_get_position(data.mv_data, &position);
         if (position.event_time_ms < q->query->start_ms)
             break;
-        rc = s_query_probe(q, driving, &data, &is_match);
+        if (s_get_u64((const uint8_t *)data.mv_data + S_POSITION_BYTES) != drive_fp)
+            is_match = false; /* another value in the same bucket */
+        if (is_match)
+            rc = s_query_probe(q, driving, &data, &is_match);
         if (rc == 0 && is_match)
-            rc = s_query_emit(q, &position, false);
+            rc = s_query_emit(q, &position);
         if (rc == 0 && q->fn_rc == 0)
             rc = mdb_cursor_get(drive, &key, &data, MDB_PREV_DUP);
     }
@@ -1065,7 +1306,8 @@ static int s_query_scan(s_query_t *q, int driving, MDB_val *drive_key)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-/* Sets q->upper: the newest position allowed by end_ms and the resume point. */
+/* Sets q->upper: the newest data item allowed by end_ms and the resume
+ * point (any fingerprint). */
 static void s_query_upper(s_query_t *q)
 {
     const store_query_t *query = q->query;
@@ -1079,6 +1321,7 @@ static void s_query_upper(s_query_t *q)
         if (memcmp(after, q->upper, sizeof after) < 0)
             memcpy(q->upper, after, sizeof after);
     }
+    s_put_u64(q->upper + S_POSITION_BYTES, UINT64_MAX);
 }
 
 long store_query(store_t *self, const store_query_t *query, store_hit_fn *fn, void *ctx)
@@ -1093,38 +1336,49 @@ long store_query(store_t *self, const store_query_t *query, store_hit_fn *fn, vo
     int driving = STORE_ATTR_COUNT; /* the all-events key */
     size_t driving_count = SIZE_MAX;
     bool is_empty = query->start_ms > query->end_ms;
-    char all_key[8];
-    MDB_val drive_key = {.mv_size = s_index_key(self, STORE_ATTR_COUNT, "", 0, all_key, NULL),
-                         .mv_data = all_key};
+    q->key_lens[STORE_ATTR_COUNT] =
+        s_index_key(self, STORE_ATTR_COUNT, "", 0, q->keys[STORE_ATTR_COUNT],
+                    &q->fps[STORE_ATTR_COUNT], NULL);
+    if (query->event_id) {
+        size_t id_len = strlen(query->event_id);
+        if (id_len == 0 || id_len > EVENT_ID_MAX_BYTES)
+            is_empty = true;
+        else
+            q->key_lens[S_DRIVE_ID] =
+                s_event_id_key(self, query->event_id, q->keys[S_DRIVE_ID], &q->fps[S_DRIVE_ID]);
+    }
     int rc = s_begin_read(self, &q->txn);
     if (rc == 0)
         rc = mdb_cursor_open(q->txn, self->index_dbi, &q->probe);
-    for (int a = 0; rc == 0 && !is_empty && a < STORE_ATTR_COUNT; a++) {
-        const char *value = query->values[a];
-        if (!value)
+    for (int a = 0; rc == 0 && !is_empty && a <= S_DRIVE_ID; a++) {
+        const char *value = a < STORE_ATTR_COUNT ? query->values[a] : NULL;
+        if (a < STORE_ATTR_COUNT && !value)
             continue;
-        bool is_cut;
-        q->key_lens[a] = s_index_key(self, (store_attr_t)a, value, strlen(value), q->keys[a],
-                                     &is_cut);
-        q->has_cut_value |= is_cut;
+        if (a == STORE_ATTR_COUNT || (a == S_DRIVE_ID && !q->key_lens[a]))
+            continue; /* the all-events key drives only when nothing else can */
+        if (a < STORE_ATTR_COUNT) {
+            bool is_cut;
+            q->key_lens[a] = s_index_key(self, (store_attr_t)a, value, strlen(value), q->keys[a],
+                                         &q->fps[a], &is_cut);
+            q->has_unsure_filter |= is_cut || s_is_hashed((store_attr_t)a);
+        }
         MDB_val key = {.mv_size = q->key_lens[a], .mv_data = q->keys[a]}, data;
         size_t count = 0;
         rc = mdb_cursor_get(q->probe, &key, &data, MDB_SET); /* data: see s_query_scan */
         if (rc == 0)
             rc = mdb_cursor_count(q->probe, &count);
-        if (rc == MDB_NOTFOUND || value[0] == '\0') {
+        if (rc == MDB_NOTFOUND || (value && value[0] == '\0')) {
             is_empty = true; /* no event has it */
             rc = 0;
         } else if (rc == 0 && count < driving_count) {
             driving = a;
             driving_count = count;
-            drive_key = key;
         }
     }
-    if (rc == 0 && !is_empty && query->event_id)
-        rc = s_query_by_id(q);
-    else if (rc == 0 && !is_empty)
-        rc = s_query_scan(q, driving, &drive_key);
+    if (driving != STORE_ATTR_COUNT)
+        q->key_lens[STORE_ATTR_COUNT] = 0; /* no need to probe it: every event has it */
+    if (rc == 0 && !is_empty)
+        rc = s_query_scan(q, driving);
     if (q->probe)
         mdb_cursor_close(q->probe);
     if (q->txn)
@@ -1150,10 +1404,10 @@ static int s_delete_in_txn(store_t *self, MDB_txn *txn, uint64_t seq, const MDB_
     int rc = stored && stored->event ? 0 : MDB_CORRUPTED;
     if (rc == 0)
         rc = s_index_event(self, txn, stored->event, seq, true);
+    uint8_t id_key[S_ID_KEY_PREFIX + EVENT_ID_MAX_BYTES];
     if (rc == 0 && stored->event->event_id && stored->event->event_id[0] &&
-        strlen(stored->event->event_id) <= self->key_max_bytes) {
-        MDB_val id = {.mv_size = strlen(stored->event->event_id),
-                      .mv_data = stored->event->event_id};
+        strlen(stored->event->event_id) <= EVENT_ID_MAX_BYTES) {
+        MDB_val id = {.mv_size = s_id_key(stored->event, id_key), .mv_data = id_key};
         rc = mdb_get(txn, self->ids_dbi, &id, &id_val);
         if (rc == 0 && id_val.mv_size == 8 && s_get_u64(id_val.mv_data) == seq)
             rc = mdb_del(txn, self->ids_dbi, &id, NULL);

@@ -2,12 +2,13 @@
  *
  * Databases in one environment:
  *   events    ingest seq (u64 big-endian) -> packed StoredEvent; MDB_APPEND order
- *   ids       eventID -> ingest seq: the dedup guard
+ *   ids       (eventTime, eventID) -> ingest seq: the dedup guard
  *   agents    "agent id/spool id" -> last sequence stored (u64): cheap resend check
  *   meta      "delivery_cursor" -> {last delivered ingest seq, window end ms}
- *   index     attribute + value -> {eventTime, seq} (MDB_DUPSORT, DUPFIXED):
- *             every store_attr_t below, plus one key holding every event, so
- *             that any lookup streams newest-first by eventTime (store_query)
+ *   index     attribute + value (or its hash bucket) -> {eventTime, seq,
+ *             fingerprint} (MDB_DUPSORT, DUPFIXED): every store_attr_t
+ *             below, eventID, and one key holding every event, so that any
+ *             lookup streams newest-first by eventTime (store_query)
  *
  * The index is written in the same transaction as its event and deleted with
  * it (store_delete_event). A store written by a build without the index gets
@@ -29,7 +30,7 @@
 
 #define STORE_FULL 1 /* the map is full: answer RETRY, do not ack */
 
-/* The attributes the store indexes, besides eventID (which ids holds).
+/* The attributes the store indexes, besides eventID.
  * Username is derived (store_username); RESOURCE_NAME holds each resource's
  * ARN and also its last component (after the last '/' or ':'), so a lookup
  * by "my-bucket" or "i-0abc" finds arn:aws:s3:::my-bucket or .../i-0abc. */
@@ -75,7 +76,7 @@ typedef struct store store_t;
 
 typedef struct {
     uint32_t stored_count;    /* new events written */
-    uint32_t duplicate_count; /* events skipped: eventID already stored */
+    uint32_t duplicate_count; /* events skipped: already stored (same eventID and eventTime) */
     bool is_resend;           /* whole batch at or below the agent's stored progress */
 } store_batch_result_t;
 
@@ -105,8 +106,9 @@ store_t *store_open_readonly(const char *dir);
 void store_destroy(store_t **self_p);
 
 /* Stores batch_count batches in ONE write transaction (group commit). Each
- * event whose eventID is already stored — earlier, or earlier in the same
- * call — is skipped and counted in its batch's result. Every new event gets
+ * event already stored (the same eventID at the same eventTime) — earlier,
+ * or earlier in the same call — is skipped and counted in its batch's
+ * result. Every new event gets
  * the next ingest seq and ingest time max(now_ms, last ingest time), so ingest
  * time never goes backwards. Each batch's agent progress is raised to
  * first_seq + n_events - 1. results[i] is filled for batches[i].

@@ -501,6 +501,93 @@ static void delete_removes_the_event_and_its_index_entries(void **state)
     free(h);
 }
 
+/* Hashed attributes (user names, access keys, resource names, eventIDs)
+ * share 256 keys: with 3,000 values per attribute every key holds many, and
+ * each lookup must still find exactly its own events, alone or combined. */
+static void values_sharing_a_hashed_key_are_told_apart(void **state)
+{
+    fixture_t *fx = *state;
+    enum { N = 3000 };
+    static char ids[N][16], users[N][16], keys[N][24], arns[N][40];
+    static test_event_t events[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "id-%d", i);
+        snprintf(users[i], sizeof users[i], "user-%d", i);
+        snprintf(keys[i], sizeof keys[i], "AKIA%d", i);
+        snprintf(arns[i], sizeof arns[i], "arn:aws:s3:::bucket-%d", i);
+        events[i] = (test_event_t){.id = ids[i],
+                                   .time_ms = 1000 + i,
+                                   .name = i % 2 ? "GetObject" : "PutObject",
+                                   .user_name = users[i],
+                                   .access_key = keys[i],
+                                   .resource_type = "AWS::S3::Bucket",
+                                   .resource_arn = arns[i]};
+    }
+    s_put(fx->store, events, N);
+    for (int i = 0; i < N; i += 97) {
+        store_query_t q = STORE_QUERY_ALL;
+        q.values[STORE_ATTR_USERNAME] = users[i];
+        hits_t *h = s_query(fx->store, &q);
+        EXPECT(h, ids[i]);
+        free(h);
+        q = STORE_QUERY_ALL;
+        q.values[STORE_ATTR_ACCESS_KEY_ID] = keys[i];
+        q.values[STORE_ATTR_RESOURCE_NAME] = arns[i] + strlen("arn:aws:s3:::");
+        h = s_query(fx->store, &q);
+        EXPECT(h, ids[i]);
+        free(h);
+        q = STORE_QUERY_ALL;
+        q.event_id = ids[i];
+        h = s_query(fx->store, &q);
+        EXPECT(h, ids[i]);
+        free(h);
+        /* A hashed filter with an exact one that drives: still only its event. */
+        q = STORE_QUERY_ALL;
+        q.values[STORE_ATTR_EVENT_NAME] = i % 2 ? "GetObject" : "PutObject";
+        q.values[STORE_ATTR_USERNAME] = users[i];
+        h = s_query(fx->store, &q);
+        EXPECT(h, ids[i]);
+        free(h);
+        /* The other eventName: none. */
+        q.values[STORE_ATTR_EVENT_NAME] = i % 2 ? "PutObject" : "GetObject";
+        h = s_query(fx->store, &q);
+        assert_int_equal(h->count, 0);
+        free(h);
+    }
+    store_query_t q = STORE_QUERY_ALL;
+    q.values[STORE_ATTR_USERNAME] = "user-none";
+    hits_t *h = s_query(fx->store, &q);
+    assert_int_equal(h->count, 0);
+    free(h);
+    q = STORE_QUERY_ALL;
+    q.event_id = "id-none";
+    h = s_query(fx->store, &q);
+    assert_int_equal(h->count, 0);
+    free(h);
+}
+
+/* Dedup is on eventID and eventTime together: an event sent again is the
+ * same bytes, so the same pair (this is what keeps dedup's inserts local in
+ * the B-tree, see store.c). The same eventID at another eventTime is kept. */
+static void an_event_is_its_event_id_at_its_event_time(void **state)
+{
+    fixture_t *fx = *state;
+    test_event_t first = {.id = "same-id", .time_ms = 5000, .user_name = "alice"};
+    s_put(fx->store, &first, 1);
+    s_put(fx->store, &first, 1); /* sent again */
+    assert_int_equal(store_event_count(fx->store), 1);
+    test_event_t other = {.id = "same-id", .time_ms = 6000, .user_name = "alice"};
+    s_put(fx->store, &other, 1);
+    assert_int_equal(store_event_count(fx->store), 2);
+    store_query_t q = STORE_QUERY_ALL;
+    q.event_id = "same-id";
+    hits_t *h = s_query(fx->store, &q);
+    assert_int_equal(h->count, 2);
+    assert_int_equal(h->positions[0].event_time_ms, 6000);
+    assert_int_equal(h->positions[1].event_time_ms, 5000);
+    free(h);
+}
+
 /* A store written before the index existed gets it built at open. */
 static void an_old_store_gets_its_index_built(void **state)
 {
@@ -521,6 +608,18 @@ static void an_old_store_gets_its_index_built(void **state)
     assert_int_equal(mdb_drop(txn, index, 1), 0);
     MDB_val key = {.mv_size = strlen("index_version"), .mv_data = "index_version"};
     assert_int_equal(mdb_del(txn, meta, &key, NULL), 0);
+    /* Version 1 keyed ids by the eventID alone. */
+    MDB_dbi ids;
+    assert_int_equal(mdb_dbi_open(txn, "ids", 0, &ids), 0);
+    assert_int_equal(mdb_drop(txn, ids, 0), 0);
+    for (int i = 1; i <= 6; i++) {
+        char id[4];
+        uint8_t seq_be[8] = {0, 0, 0, 0, 0, 0, 0, (uint8_t)i};
+        snprintf(id, sizeof id, "e%d", i);
+        MDB_val id_val = {.mv_size = strlen(id), .mv_data = id};
+        MDB_val seq_val = {.mv_size = 8, .mv_data = seq_be};
+        assert_int_equal(mdb_put(txn, ids, &id_val, &seq_val, 0), 0);
+    }
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
 
@@ -534,6 +633,13 @@ static void an_old_store_gets_its_index_built(void **state)
     hits_t *h = s_query(fx->store, &q);
     EXPECT(h, "e1", "e4", "e6");
     free(h);
+    q = STORE_QUERY_ALL;
+    q.event_id = "e3";
+    h = s_query(fx->store, &q);
+    EXPECT(h, "e3");
+    free(h);
+    s_put_trail(fx->store); /* the dedup guard was rebuilt too: all duplicates */
+    assert_int_equal(store_event_count(fx->store), 6);
 }
 
 /* A read-only store, in another process, queries while the writer (this
@@ -598,6 +704,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(an_old_store_gets_its_index_built, setup, teardown),
         cmocka_unit_test_setup_teardown(a_readonly_store_reads_while_the_writer_writes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(values_sharing_a_hashed_key_are_told_apart, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(an_event_is_its_event_id_at_its_event_time, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,7 +13,15 @@
  * (resource names); the value names are printed at the end, so that the
  * benchmark can ask for values that exist (e.g. --username user-00042).
  * Each record is a ~900-byte CloudTrail JSON object. Deterministic for a
- * given N. */
+ * given N.
+ *
+ * With --live it is instead a benchmark of the store's write path as the
+ * receiver drives it: eventTimes are "now" (up to 5 s of jitter) and
+ * eventIDs random UUIDs, as when agents forward live traffic; with
+ * --durable every call fsyncs as in production. It prints the rate of each
+ * --report-every events and, at the end, the bytes the process wrote to
+ * disk per event (/proc/self/io), the figure that B-tree write
+ * amplification shows in. */
 #include "cairn_log.h"
 #include "cairn_time.h"
 #include "store.h"
@@ -63,15 +71,36 @@ typedef struct {
     char resource_type[32], resource_arn[64], json[1400];
 } s_strings_t;
 
-static void s_make_event(uint64_t i, int64_t time_ms, Cairn__Event *e, Cairn__Resource *res,
-                         Cairn__Resource **res_ptr, s_strings_t *s)
+/* Bytes this process caused to be written to disk so far, or 0. */
+static unsigned long long s_write_bytes(void)
+{
+    unsigned long long bytes = 0;
+    char line[128];
+    FILE *f = fopen("/proc/self/io", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "write_bytes: %llu", &bytes) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return bytes;
+}
+
+static void s_make_event(uint64_t i, int64_t time_ms, bool is_random_id, Cairn__Event *e,
+                         Cairn__Resource *res, Cairn__Resource **res_ptr, s_strings_t *s)
 {
     unsigned name = s_pick(S_NAMES), source = s_pick(S_SOURCES), region = s_pick(S_REGIONS);
     unsigned account = s_pick(S_ACCOUNTS), user = s_pick(S_USERS), key = s_pick(S_KEYS);
     unsigned type = s_pick(S_TYPES), resource = s_pick(S_RESOURCES);
     bool read_only = s_next() % 10 < 7;
     char when[21];
-    snprintf(s->id, sizeof s->id, "00000000-0000-4000-8000-%012llx", (unsigned long long)i);
+    if (is_random_id) {
+        uint64_t a = s_next(), b = s_next();
+        snprintf(s->id, sizeof s->id, "%08llx-%04llx-4%03llx-8%03llx-%012llx",
+                 (unsigned long long)(a >> 32), (unsigned long long)(a >> 16 & 0xffff),
+                 (unsigned long long)(a & 0xfff), (unsigned long long)(b >> 48 & 0xfff),
+                 (unsigned long long)(b & 0xffffffffffffULL));
+    } else
+        snprintf(s->id, sizeof s->id, "00000000-0000-4000-8000-%012llx", (unsigned long long)i);
     snprintf(s->name, sizeof s->name, "%s%03u", read_only ? "Describe" : "Modify", name);
     snprintf(s->source, sizeof s->source, "service%02u.amazonaws.com", source);
     snprintf(s->account, sizeof s->account, "1000000000%02u", account);
@@ -126,7 +155,11 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"store", required_argument, NULL, 's'},    {"events", required_argument, NULL, 'n'},
         {"days", required_argument, NULL, 'd'},     {"batch", required_argument, NULL, 'b'},
-        {"map-size", required_argument, NULL, 'm'}, {NULL, 0, NULL, 0}};
+        {"map-size", required_argument, NULL, 'm'}, {"live", no_argument, NULL, 'l'},
+        {"durable", no_argument, NULL, 'D'},        {"report-every", required_argument, NULL, 'r'},
+        {NULL, 0, NULL, 0}};
+    bool is_live = false, is_durable = false;
+    unsigned long long report_every = 1000000;
     const char *dir = NULL;
     unsigned long long count = 1000000, batch_size = 20000, days = 90;
     long long map_bytes = 64LL << 30;
@@ -148,20 +181,29 @@ int main(int argc, char **argv)
         case 'm':
             map_bytes = strtoll(optarg, NULL, 10);
             break;
+        case 'l':
+            is_live = true;
+            break;
+        case 'D':
+            is_durable = true;
+            break;
+        case 'r':
+            report_every = strtoull(optarg, NULL, 10);
+            break;
         default:
-            fprintf(stderr,
-                    "usage: %s --store DIR --events N [--days D] [--batch N] "
-                    "[--map-size BYTES]\n",
-                    argv[0]);
-            return 2;
+            count = 0;
+            break;
         }
     }
-    if (!dir || count == 0 || batch_size == 0 || days == 0) {
-        fprintf(stderr, "usage: %s --store DIR --events N [--days D] [--batch N]\n", argv[0]);
+    if (!dir || count == 0 || batch_size == 0 || days == 0 || report_every == 0) {
+        fprintf(stderr,
+                "usage: %s --store DIR --events N [--days D] [--batch N] [--map-size BYTES]\n"
+                "       [--live] [--durable] [--report-every N]\n",
+                argv[0]);
         return 2;
     }
     cairn_log_set_ident("cairn-make-store");
-    store_t *store = store_new(dir, map_bytes, false);
+    store_t *store = store_new(dir, map_bytes, is_durable);
     if (!store)
         return 1;
     Cairn__Event *events = calloc(batch_size, sizeof *events);
@@ -174,17 +216,21 @@ int main(int argc, char **argv)
     int64_t now_ms = cairn_time_now_ms();
     int64_t span_ms = (int64_t)days * 86400000;
     int64_t start_ms = now_ms - span_ms;
-    int64_t t0 = cairn_time_mono_ms();
+    int64_t t0 = cairn_time_mono_ms(), t_report = t0;
+    unsigned long long written0 = s_write_bytes();
     uint64_t first = store_event_count(store);
     int rc = 0;
     for (unsigned long long done = 0; done < count && rc == 0;) {
         size_t n = count - done < batch_size ? (size_t)(count - done) : (size_t)batch_size;
         for (size_t j = 0; j < n; j++) {
             uint64_t i = first + done + j;
-            int64_t t = start_ms + (int64_t)((double)(done + j) / (double)count * (double)span_ms);
-            t -= (int64_t)(s_next() % 30000); /* jitter: not quite in order */
-            t -= t % 1000;                    /* whole seconds, as CloudTrail */
-            s_make_event(i, t, &events[j], &resources[j], &resource_ptrs[j], &strings[j]);
+            int64_t t = is_live ? cairn_time_now_ms() - (int64_t)(s_next() % 5000)
+                                : start_ms + (int64_t)((double)(done + j) / (double)count *
+                                                       (double)span_ms) -
+                                      (int64_t)(s_next() % 30000); /* not quite in order */
+            t -= t % 1000; /* whole seconds, as CloudTrail */
+            s_make_event(i, t, is_live, &events[j], &resources[j], &resource_ptrs[j],
+                         &strings[j]);
             ptrs[j] = &events[j];
         }
         Cairn__Batch batch = CAIRN__BATCH__INIT;
@@ -197,13 +243,21 @@ int main(int argc, char **argv)
         store_batch_result_t result;
         rc = store_put_batches(store, batches, 1, cairn_time_now_ms(), &result);
         done += n;
-        if (done % 1000000 < n || done == count)
-            fprintf(stderr, "cairn-make-store: %llu events, %.1f s\n", done,
-                    (double)(cairn_time_mono_ms() - t0) / 1000.0);
+        if (done % report_every < n || done == count) {
+            int64_t t = cairn_time_mono_ms();
+            fprintf(stderr, "cairn-make-store: %llu events, %.1f s (last %llu: %.0f events/s)\n",
+                    done, (double)(t - t0) / 1000.0, done % report_every ? done % report_every : report_every,
+                    (double)(done % report_every ? done % report_every : report_every) * 1000.0 /
+                        (double)(t - t_report > 0 ? t - t_report : 1));
+            t_report = t;
+        }
     }
     double secs = (double)(cairn_time_mono_ms() - t0) / 1000.0;
-    printf("stored %llu events in %.1f s (%.0f events/s); store now holds %llu\n", count, secs,
-           (double)count / secs, (unsigned long long)store_event_count(store));
+    unsigned long long written = s_write_bytes() - written0;
+    printf("stored %llu events in %.1f s (%.0f events/s); store now holds %llu; written to disk "
+           "%.0f bytes per event\n",
+           count, secs, (double)count / secs, (unsigned long long)store_event_count(store),
+           (double)written / (double)count);
     printf("values: --event-name Describe000 --username user-00042 --access-key-id "
            "AKIA0000000000000042 --resource-name bucket-000042 --resource-type "
            "AWS::Svc07::Thing --event-source service07.amazonaws.com --region eu-west-1 "
