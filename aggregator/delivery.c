@@ -75,12 +75,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <malloc.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #define DELIVERY_DEFAULT_INTERVAL_MS  300000
-#define DELIVERY_DEFAULT_PART_MAX     (64 * 1024 * 1024)
-#define DELIVERY_DEFAULT_BUFFER_MAX   (128 * 1024 * 1024)
+#define DELIVERY_DEFAULT_PART_MAX     (8 * 1024 * 1024)
+#define DELIVERY_DEFAULT_BUFFER_MAX   (16 * 1024 * 1024)
 #define DELIVERY_DEFAULT_GZIP_LEVEL   6
 #define DELIVERY_DEFAULT_GZIP_THREADS 2
 #define DELIVERY_MAX_GZIP_THREADS     16
@@ -890,6 +891,7 @@ static int64_t s_deliver_next(s_self_t *self)
     self->owner->stats.events_delivered += self->window_event_count;
     self->owner->stats.last_window_end_ms = self->window_end_ms;
     pthread_mutex_unlock(&self->owner->mutex);
+    malloc_trim(0); /* a window's buffers, freed by now: back to the OS, not kept 5 minutes */
     cairn_log_info("delivery: window %s delivered: %u objects, %llu events, %llu KiB gzip", when,
                    self->window_object_count, (unsigned long long)self->window_event_count,
                    (unsigned long long)(self->window_gzip_bytes + 1023) / 1024);

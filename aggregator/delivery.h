@@ -36,9 +36,9 @@ typedef struct delivery delivery_t;
 typedef struct {
     const char *aggregator_id; /* part of every object name */
     int64_t interval_ms;       /* window length; default 300000 */
-    size_t part_max_bytes;     /* uncompressed JSON per object; default 64 MiB */
+    size_t part_max_bytes;     /* uncompressed JSON per object; default 8 MiB */
     size_t buffer_max_bytes;   /* JSON in all groups' parts being filled; default
-                                * 128 MiB, at least 2 x part_max_bytes (memory: see
+                                * 16 MiB, at least 2 x part_max_bytes (memory: see
                                 * delivery.c) */
     int gzip_level;            /* libdeflate level 1..12; default 6 */
     int gzip_threads;          /* threads compressing parts, 1..16; default 2 (they

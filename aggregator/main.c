@@ -83,6 +83,8 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
     s->data_dir = config_str_required(cfg, "aggregator", "data_dir");
     s->receiver.listen = config_str(cfg, "aggregator", "listen", "tcp://127.0.0.1:4790");
     s->receiver.group_max = (size_t)config_int(cfg, "aggregator", "group_commit_max", 64, 1, 4096);
+    s->receiver.group_max_bytes = (size_t)config_size(cfg, "aggregator", "group_commit_max_bytes",
+                                                      8 << 20, 1 << 20, (int64_t)1 << 30);
     s->http_listen = config_str(cfg, "http", "listen", "127.0.0.1:4791");
     s->store_map_bytes =
         config_size(cfg, "store", "map_size", (int64_t)16 << 30, 1 << 20, (int64_t)1 << 46);
@@ -107,11 +109,11 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
         config_duration_ms(cfg, "delivery", "s3_timeout", 300000, 1000, 24 * 3600 * 1000LL);
     s->delivery.interval_ms = config_duration_ms(cfg, "delivery", "interval", 300000, 1000,
                                                  24 * 3600 * 1000LL);
-    s->delivery.part_max_bytes = (size_t)config_size(cfg, "delivery", "part_max_bytes", 64 << 20,
+    s->delivery.part_max_bytes = (size_t)config_size(cfg, "delivery", "part_max_bytes", 8 << 20,
                                                      64 << 10, (int64_t)1 << 32);
     s->delivery.gzip_level = (int)config_int(cfg, "delivery", "gzip_level", 6, 1, 12);
     s->delivery.buffer_max_bytes = (size_t)config_size(cfg, "delivery", "buffer_max_bytes",
-                                                       128 << 20, 1 << 20, (int64_t)1 << 40);
+                                                       16 << 20, 1 << 20, (int64_t)1 << 40);
     s->delivery.gzip_threads = (int)config_int(cfg, "delivery", "gzip_threads", 2, 1, 16);
     /* The webhook: a POST of CloudTrail's SNS message after each window;
      * pending notifications are kept in <data_dir>/notify (notify.h). */

@@ -21,6 +21,7 @@
  * "now" can still arrive. */
 #include "receiver.h"
 
+#include "cairn_arena.h"
 #include "cairn_log.h"
 #include "cairn_mem.h"
 #include "cairn_time.h"
@@ -54,6 +55,8 @@ struct receiver {
     char *allow_dir;
     bool is_curve;
     size_t group_max;
+    size_t group_max_bytes;
+    cairn_arena_t arena;           /* the messages of one turn (s_on_readable) */
     s_item_t *items;               /* one group, reused */
     const Cairn__Batch **batches;  /* the valid ones of the group */
     store_batch_result_t *results;
@@ -282,7 +285,8 @@ static int s_take(receiver_t *self, zmsg_t *msg, s_item_t *item)
     zframe_t *payload = zmsg_pop(msg);
     Cairn__AgentMessage *message =
         payload && zmsg_size(msg) == 0
-            ? cairn__agent_message__unpack(NULL, zframe_size(payload), zframe_data(payload))
+            ? cairn__agent_message__unpack(&self->arena.allocator, zframe_size(payload),
+                                           zframe_data(payload))
             : NULL;
     int has_item = 0;
     if (!message) {
@@ -320,9 +324,7 @@ static int s_take(receiver_t *self, zmsg_t *msg, s_item_t *item)
         has_item = 1;
     } else
         self->stats.messages_garbage++; /* a body this version does not know */
-    if (message)
-        cairn__agent_message__free_unpacked(message, NULL);
-    zframe_destroy(&identity);
+    zframe_destroy(&identity); /* message stays in the arena until the turn ends */
     zframe_destroy(&payload);
     return has_item;
 }
@@ -330,8 +332,10 @@ static int s_take(receiver_t *self, zmsg_t *msg, s_item_t *item)
 static int s_on_readable(zloop_t *loop, zsock_t *reader, void *arg)
 {
     receiver_t *self = arg;
-    size_t n = 0, valid = 0;
-    for (size_t tries = 0; n < self->group_max && tries < self->group_max * 4; tries++) {
+    size_t n = 0, valid = 0, bytes = 0;
+    for (size_t tries = 0; n < self->group_max && bytes < self->group_max_bytes &&
+                           tries < self->group_max * 4;
+         tries++) {
         /* The loop said readable; after the first, take only what is queued. */
         if (tries > 0 && !(zsock_events(self->router) & ZMQ_POLLIN))
             break;
@@ -339,6 +343,7 @@ static int s_on_readable(zloop_t *loop, zsock_t *reader, void *arg)
         if (!msg)
             break;
         self->stats.messages_received++;
+        bytes += zmsg_content_size(msg);
         if (zmsg_size(msg) >= 2 && s_take(self, msg, &self->items[n])) {
             if (self->items[n].batch)
                 self->batches[valid++] = self->items[n].batch;
@@ -376,12 +381,12 @@ static int s_on_readable(zloop_t *loop, zsock_t *reader, void *arg)
             s_send_ack(self, item, CAIRN__ACK__STATUS__RETRY, NULL,
                        rc == STORE_FULL ? "store full" : "store write failed");
         }
-        cairn__agent_message__free_unpacked(item->message, NULL);
         zframe_destroy(&item->identity);
     }
     if (rc == STORE_FULL)
         cairn_log_error("receiver: store full; %zu batches deferred (agents keep them spooled)",
                         valid);
+    cairn_arena_reset(&self->arena); /* every message of the turn */
     return 0;
 }
 
@@ -460,6 +465,8 @@ receiver_t *receiver_new(store_t *store, zloop_t *loop, const receiver_options_t
     self->aggregator_id =
         cairn_strdup(options->aggregator_id ? options->aggregator_id : "aggregator");
     self->group_max = options->group_max ? options->group_max : 64;
+    self->group_max_bytes = options->group_max_bytes ? options->group_max_bytes : 8 << 20;
+    cairn_arena_init(&self->arena);
     self->items = cairn_calloc(self->group_max, sizeof *self->items);
     self->batches = cairn_calloc(self->group_max, sizeof *self->batches);
     self->results = cairn_calloc(self->group_max, sizeof *self->results);
@@ -516,6 +523,7 @@ void receiver_destroy(receiver_t **self_p)
     free(self->routing_ids);
     free(self->items);
     free(self->batches);
+    cairn_arena_fini(&self->arena);
     free(self->results);
     free(self->listen);
     free(self->aggregator_id);

@@ -22,6 +22,8 @@ typedef struct {
     const char *listen;        /* "tcp://host:port" */
     const char *aggregator_id; /* told to agents in the Welcome */
     size_t group_max;          /* batches stored in one transaction, at most */
+    size_t group_max_bytes;    /* and their messages' bytes, at most (0: 8 MiB): what
+                                  one turn holds decoded and dirty in memory */
     /* CURVE: both set, or both NULL for plain text (only when the config says
      * so explicitly). allow_dir holds the public key files of the agents
      * allowed to send (`cairn keygen --agent-id ID`); each binds its key to

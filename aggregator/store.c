@@ -65,6 +65,7 @@
  * S_REBUILD_CHUNK events. */
 #include "store.h"
 
+#include "cairn_arena.h"
 #include "cairn_fs.h"
 #include "cairn_log.h"
 #include "cairn_mem.h"
@@ -526,71 +527,6 @@ static int s_index_event(store_t *self, MDB_txn *txn, const Cairn__Event *event,
     return rc;
 }
 
-/* A bump allocator for protobuf-c's unpacking of stored events: reset after
- * each event, so reading a million events costs a few mallocs. What does
- * not fit goes to a new, larger block; a reset keeps only the largest. */
-typedef struct s_block {
-    struct s_block *next; /* older, smaller block */
-    size_t cap_bytes;
-    size_t used_bytes;
-    max_align_t data[]; /* cap_bytes */
-} s_block_t;
-
-typedef struct {
-    s_block_t *head;
-    ProtobufCAllocator allocator;
-} s_arena_t;
-
-static void *s_arena_alloc(void *ctx, size_t size)
-{
-    s_arena_t *arena = ctx;
-    size = (size + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
-    s_block_t *block = arena->head;
-    if (!block || block->cap_bytes - block->used_bytes < size) {
-        size_t cap = block ? block->cap_bytes * 2 : 64 * 1024;
-        while (cap < size)
-            cap *= 2;
-        s_block_t *bigger = cairn_malloc(sizeof *bigger + cap);
-        *bigger = (s_block_t){block, cap, 0};
-        arena->head = block = bigger;
-    }
-    void *p = (char *)block->data + block->used_bytes;
-    block->used_bytes += size;
-    return p;
-}
-
-static void s_arena_free(void *ctx, void *p)
-{
-    /* everything goes at the next reset */
-}
-
-static void s_arena_init(s_arena_t *arena)
-{
-    arena->head = NULL;
-    arena->allocator = (ProtobufCAllocator){s_arena_alloc, s_arena_free, arena};
-}
-
-static void s_arena_reset(s_arena_t *arena)
-{
-    s_block_t *block = arena->head;
-    if (!block)
-        return;
-    block->used_bytes = 0;
-    for (s_block_t *older = block->next; older;) {
-        s_block_t *next = older->next;
-        free(older);
-        older = next;
-    }
-    block->next = NULL;
-}
-
-static void s_arena_fini(s_arena_t *arena)
-{
-    s_arena_reset(arena);
-    free(arena->head);
-    arena->head = NULL;
-}
-
 static void s_raise_watermark(store_t *self, int64_t ms)
 {
     int64_t seen = atomic_load(&self->watermark_ms);
@@ -679,7 +615,7 @@ static int s_rebuild_id(store_t *self, MDB_txn *txn, const Cairn__Event *event,
 
 /* Indexes up to S_REBUILD_CHUNK events with seq > *after_seq in one write
  * transaction; advances *after_seq. Sets *is_done at the last event. */
-static int s_rebuild_chunk(store_t *self, uint64_t *after_seq, bool *is_done, s_arena_t *arena)
+static int s_rebuild_chunk(store_t *self, uint64_t *after_seq, bool *is_done, cairn_arena_t *arena)
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cursor = NULL;
@@ -703,7 +639,7 @@ static int s_rebuild_chunk(store_t *self, uint64_t *after_seq, bool *is_done, s_
             s_index_queue_event(self, stored->event, *after_seq);
             rc = s_rebuild_id(self, txn, stored->event, key.mv_data);
         }
-        s_arena_reset(arena);
+        cairn_arena_reset(arena);
         if (rc == 0)
             rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
     }
@@ -729,8 +665,8 @@ static int s_ensure_index(store_t *self)
     MDB_txn *txn = NULL;
     uint64_t version = 0;
     bool has_version = false, is_done = false;
-    s_arena_t arena;
-    s_arena_init(&arena);
+    cairn_arena_t arena;
+    cairn_arena_init(&arena);
     int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
     if (rc == 0)
         rc = s_get_meta_u64(self, txn, STORE_INDEX_KEY, &version, &has_version);
@@ -765,7 +701,7 @@ static int s_ensure_index(store_t *self)
         rc = mdb_txn_commit(txn);
     else if (txn)
         mdb_txn_abort(txn);
-    s_arena_fini(&arena);
+    cairn_arena_fini(&arena);
     if (rc != 0)
         cairn_log_error("store %s: cannot build the index (after seq %llu): %s", self->dir,
                         (unsigned long long)after_seq, mdb_strerror(rc));
@@ -1200,7 +1136,7 @@ typedef struct {
     uint64_t fps[S_DRIVE_ID + 1];              /* each filter's fingerprint */
     bool has_unsure_filter;                    /* hashed or cut: check on the event */
     uint8_t upper[S_ENTRY_BYTES];              /* newest data item that may match */
-    s_arena_t arena;                           /* unpacks the current event */
+    cairn_arena_t arena;                           /* unpacks the current event */
     store_hit_fn *fn;
     void *ctx;
     long count;                                /* hits passed to fn */
@@ -1221,7 +1157,7 @@ static int s_query_emit(s_query_t *q, const store_position_t *position)
     Cairn__StoredEvent *stored =
         cairn__stored_event__unpack(&q->arena.allocator, val.mv_size, val.mv_data);
     if (!stored || !stored->event) {
-        s_arena_reset(&q->arena);
+        cairn_arena_reset(&q->arena);
         return MDB_CORRUPTED;
     }
     bool is_match = true;
@@ -1235,7 +1171,7 @@ static int s_query_emit(s_query_t *q, const store_position_t *position)
         q->fn_rc = q->fn(q->ctx, position, stored);
         q->count++;
     }
-    s_arena_reset(&q->arena);
+    cairn_arena_reset(&q->arena);
     return 0;
 }
 
@@ -1331,7 +1267,7 @@ long store_query(store_t *self, const store_query_t *query, store_hit_fn *fn, vo
     q->query = query;
     q->fn = fn;
     q->ctx = ctx;
-    s_arena_init(&q->arena);
+    cairn_arena_init(&q->arena);
     s_query_upper(q);
     int driving = STORE_ATTR_COUNT; /* the all-events key */
     size_t driving_count = SIZE_MAX;
@@ -1388,7 +1324,7 @@ long store_query(store_t *self, const store_query_t *query, store_hit_fn *fn, vo
         cairn_log_error("store %s: query failed: %s", self->dir, mdb_strerror(rc));
     if (rc != 0 || q->fn_rc < 0)
         count = -1;
-    s_arena_fini(&q->arena);
+    cairn_arena_fini(&q->arena);
     free(q);
     return count;
 }
