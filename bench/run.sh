@@ -27,7 +27,14 @@ Scenarios:
   fan-in    three agents (us-east-1, eu-west-1, ap-southeast-2) at once
   catch-up  the aggregator is stopped while the agent takes the load, then
             started: measures how fast the spool drains
-  delivery, query: not yet implemented
+  delivery  one agent flat out while windows close and are delivered (interval
+            20 s, 60 s of load unless told): how long each window takes and
+            the stored rate while a window is delivered, against the rate
+            while none is
+  query     one agent flat out while \`cairn query\` asks the store, about once
+            a second, for the newest 50 events by eventName, by accessKeyId,
+            by eventSource and readOnly, by eventID, and in the last minute:
+            each query's latency (the whole process) and the ingest rate
 
 Options:
   --quick            ~20,000 events, delivery interval 2 s; checks that every
@@ -98,13 +105,8 @@ while (($# > 0)); do
 done
 
 case $SCENARIO in
-steady | catch-up) REGIONS=us-east-1 ;;
+steady | catch-up | delivery | query) REGIONS=us-east-1 ;;
 fan-in) REGIONS=us-east-1,eu-west-1,ap-southeast-2 ;;
-delivery | query)
-    echo "scenario $SCENARIO: not yet implemented (see BENCHMARKS.md)"
-    echo "{\"scenario\":\"$SCENARIO\",\"implemented\":false}"
-    exit 0
-    ;;
 *) die "unknown scenario '$SCENARIO'" ;;
 esac
 IFS=, read -r -a REGION_LIST <<<"$REGIONS"
@@ -114,6 +116,7 @@ if ((QUICK)); then
     : "${INTERVAL:=2}" "${DUPLICATES:=0.05}"
     [[ -n $SECONDS_OPT || -n $COUNT ]] || COUNT=20000
 else
+    [[ $SCENARIO == delivery ]] && : "${INTERVAL:=20}"
     : "${INTERVAL:=300}" "${DUPLICATES:=0.01}"
     if [[ -z $SECONDS_OPT && -z $COUNT ]]; then
         if [[ $SCENARIO == catch-up ]]; then
@@ -262,15 +265,48 @@ cpu_snapshot() {
     done
 }
 
-# timeline_note: appends "seconds-since-T0 events_stored" to the timeline
-# (one GET /health of the aggregator).
+# timeline_note: appends "time events_stored windows_delivered" to the
+# timeline (one GET /health of the aggregator).
 timeline_note() {
+    local stored
     if health_get "$CAIRN_AGGREGATOR_HEALTH_URL"; then
         json_num events_stored
-        if [[ -n $NUM ]]; then
-            printf '%s %s\n' "$EPOCHREALTIME" "$NUM" >>"$DIR/timeline.txt"
+        stored=$NUM
+        json_num windows_delivered
+        if [[ -n $stored ]]; then
+            printf '%s %s %s\n' "$EPOCHREALTIME" "$stored" "$NUM" >>"$DIR/timeline.txt"
         fi
     fi
+    return 0
+}
+
+# query_round: the query scenario's queries, each one cairn-query process
+# (forks, which is the point), timed; appends "kind ms hits" to queries.txt.
+# The values come from the newest stored event, read by the first round.
+QUERY_ARGS=()
+query_round() {
+    local out t kind start hits
+    if ((${#QUERY_ARGS[@]} == 0)); then
+        out=$("$CAIRN_QUERY" --store "$CAIRN_STORE_DIR" --limit 1 --output json 2>/dev/null) || return 0
+        local name source id key ro
+        [[ $out =~ \"eventName\":\"([^\"]+)\" ]] && name=${BASH_REMATCH[1]}
+        [[ $out =~ \"eventSource\":\"([^\"]+)\" ]] && source=${BASH_REMATCH[1]}
+        [[ $out =~ \"eventID\":\"([^\"]+)\" ]] && id=${BASH_REMATCH[1]}
+        [[ $out =~ \"userIdentity\":\{[^}]*\"accessKeyId\":\"([^\"]+)\" ]] && key=${BASH_REMATCH[1]}
+        [[ $out =~ \"readOnly\":(true|false) ]] && ro=${BASH_REMATCH[1]}
+        [[ -n ${name:-} && -n ${source:-} && -n ${id:-} && -n ${ro:-} ]] || return 0
+        QUERY_ARGS=("event-name|--event-name|$name" "event-source+read-only|--event-source|$source|--read-only|$ro"
+            "event-id|--event-id|$id" "last-minute|--start|1m")
+        [[ -n ${key:-} ]] && QUERY_ARGS+=("access-key-id|--access-key-id|$key")
+    fi
+    for spec in "${QUERY_ARGS[@]}"; do
+        IFS='|' read -r -a q <<<"$spec"
+        kind=${q[0]}
+        start=$EPOCHREALTIME
+        hits=$("$CAIRN_QUERY" --store "$CAIRN_STORE_DIR" "${q[@]:1}" --limit 50 --output ndjson 2>/dev/null | wc -l)
+        t=$EPOCHREALTIME
+        printf '%s %s %s\n' "$kind" "$(( (${t/./} - ${start/./}) / 1000 )).$(( (${t/./} - ${start/./}) % 1000 / 100 ))" "$hits" >>"$DIR/queries.txt"
+    done
     return 0
 }
 
@@ -337,10 +373,16 @@ T0=$EPOCHREALTIME
 LOADGEN_PID=$!
 LOAD_LIMIT_S=$(( ${SECONDS_OPT:-0} + 300 )) # loadgen stops itself; this only guards a hang
 deadline=$((${T0%.*} + LOAD_LIMIT_S))
+NOTE_EVERY=10 # samples of 0.1 s between timeline notes
+[[ $SCENARIO == delivery ]] && NOTE_EVERY=2 # deliveries timed to 0.2 s
+CAIRN_QUERY=$BUILD_DIR/cli/cairn-query
+[[ $SCENARIO != query || -x $CAIRN_QUERY ]] || die "missing $CAIRN_QUERY"
 n=0
 while kill -0 "$LOADGEN_PID" 2>/dev/null; do
     sample_rss
-    if ((n++ % 10 == 0)) && [[ -n ${PIDS[aggregator]:-} ]]; then timeline_note; fi
+    if ((n % NOTE_EVERY == 0)) && [[ -n ${PIDS[aggregator]:-} ]]; then timeline_note; fi
+    if [[ $SCENARIO == query ]] && ((n >= 30 && n % 10 == 0)); then query_round; fi
+    n=$((n + 1))
     if ((${EPOCHREALTIME%.*} > deadline)); then
         kill "$LOADGEN_PID" 2>/dev/null || true
         die "cairn-loadgen did not finish within $LOAD_LIMIT_S s"
@@ -489,6 +531,7 @@ STORE_BYTES=$(du_bytes "$CAIRN_STORE_DIR")
     echo "t_delivered=$T_DELIVERED"
     echo "stored=$STORED"
     echo "timeline=$DIR/timeline.txt"
+    echo "queries=$DIR/queries.txt"
     echo "wait_delivery=$WAIT_DELIVERY"
     curve=0
     grep -Eq '^[[:space:]]*curve[[:space:]]*=[[:space:]]*(on|true|yes)' "$DIR/aggregator.conf" && curve=1
@@ -535,6 +578,42 @@ try:
     tl = [tuple(float(x) for x in line.split()) for line in open(m["timeline"])]
 except OSError:
     pass
+interval = int(m["interval"])
+t_loaded = f("t_loaded")
+# Delivery scenario: each window delivered while the load ran, from its end
+# to the note where windows_delivered moved; the stored rate inside those
+# spans against the rate outside them (load time only).
+deliveries, rate_during, rate_between = [], None, None
+if m["scenario"] == "delivery" and t0 and t_loaded:
+    noted = [p for p in tl if len(p) == 3 and t0 <= p[0] <= t_loaded]
+    spans = []
+    for a, b in zip(noted, noted[1:]):
+        if b[2] > a[2]:
+            end = (int(b[0]) // interval) * interval  # the window that just closed
+            if end <= t0:
+                continue  # a window of events from before the load
+            spans.append((end, b[0]))
+            deliveries.append(round(b[0] - end, 2))
+    inside = [0.0, 0.0]
+    outside = [0.0, 0.0]
+    for a, b in zip(noted, noted[1:]):
+        mid = (a[0] + b[0]) / 2
+        acc = inside if any(s <= mid <= e for s, e in spans) else outside
+        acc[0] += b[1] - a[1]
+        acc[1] += b[0] - a[0]
+    rate_during = round(inside[0] / inside[1]) if inside[1] else None
+    rate_between = round(outside[0] / outside[1]) if outside[1] else None
+# Query scenario: latency of each kind of query.
+queries = {}
+try:
+    for line in open(m["queries"]):
+        kind, ms, hits = line.split()
+        queries.setdefault(kind, []).append((float(ms), int(hits)))
+except OSError:
+    pass
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else None
 rates = []
 if tl and t0:
     end = t_stored or tl[-1][0]
@@ -584,6 +663,12 @@ out = {
     "disk_write_bytes_per_event_agents": round(sum(writes[a] for a in agents) / unique) if unique else None,
     "disk_write_bytes_per_event_aggregator": round(writes.get("aggregator", 0) / unique) if unique else None,
     "stored_events_per_s_each_10s": rates,
+    "delivery_seconds_each_window": deliveries if m["scenario"] == "delivery" else None,
+    "stored_events_per_s_during_delivery": rate_during,
+    "stored_events_per_s_between_deliveries": rate_between,
+    "query_ms": {k: {"count": len(v), "p50": pct([x[0] for x in v], 50), "p99": pct([x[0] for x in v], 99),
+                     "max": max(x[0] for x in v), "hits_min": min(x[1] for x in v)}
+                 for k, v in sorted(queries.items())} if m["scenario"] == "query" else None,
     "load_before": m["load_before"], "load_after": m["load_after"],
 }
 def fmt(v, unit=""):
@@ -618,6 +703,19 @@ rows += [
     ("bytes written to disk per event: agents / aggregator",
      f"{fmt(out['disk_write_bytes_per_event_agents'])} / {fmt(out['disk_write_bytes_per_event_aggregator'])}"),
     ("stored events/s, each 10 s from the start", " ".join(f"{r:,}" for r in rates) or "-"),
+]
+if m["scenario"] == "delivery":
+    rows += [
+        ("windows delivered during the load: seconds after each end",
+         " ".join(f"{d:.1f}" for d in deliveries) or "none"),
+        ("stored events/s while a window is delivered / while none is",
+         f"{fmt(rate_during)} / {fmt(rate_between)}"),
+    ]
+if m["scenario"] == "query":
+    for k, v in sorted(out["query_ms"].items()):
+        rows.append((f"query by {k}: count, p50 / p99 / max ms, fewest hits",
+                     f"{v['count']}, {v['p50']:.1f} / {v['p99']:.1f} / {v['max']:.1f}, {v['hits_min']}"))
+rows += [
     ("load average before / after", f"{out['load_before']} / {out['load_after']}"),
 ]
 w = max(len(r[0]) for r in rows)
@@ -632,6 +730,12 @@ if out["events_stored"] != unique:
     problems.append(f"stored {out['events_stored']} != unique sent {unique}")
 if delivered is not None and (delivered != unique or out["events_delivered_distinct"] != delivered):
     problems.append(f"delivered {delivered} (distinct {out['events_delivered_distinct']}) != unique sent {unique}")
+if m["scenario"] == "delivery" and not deliveries:
+    problems.append("no window was delivered during the load (longer --seconds or shorter --interval)")
+if m["scenario"] == "query" and not queries:
+    problems.append("no query ran during the load (longer --seconds)")
+if m["scenario"] == "query":
+    problems += [f"query by {k} found nothing" for k, v in out["query_ms"].items() if v["hits_min"] == 0]
 if m["quick"] == "1":
     need = ["events_per_s_end_to_end", "cpu_s_per_million", "p99_capture_ms", "rss_agent_kib",
             "rss_anon_aggregator_kib", "events_sent", "events_delivered", "compression_ratio"]
