@@ -41,7 +41,6 @@ POSTs each to URL/v1/events and writes one JSON result line per request.
 """
 
 import argparse
-import collections
 import http.client
 import json
 import os
@@ -51,18 +50,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True  # nothing written into the source tree
-from test_spine import (Bucket, Failures, Generator, cluster, log, read_env,  # noqa: E402
-                        sanitizer_reports, tail_logs)
+from cairn_harness import (REPO, Process, TestRun, argument_parser, free_port, log,  # noqa: E402
+                           parse_args)
+from test_spine import Generator  # noqa: E402  (same folder)
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 INTERVAL = 2
 BATCH_MIN, BATCH_MAX = 100, 500
 DELIVERY_TIMEOUT = 60      # s after the last post until every acked event is in the bucket
@@ -115,65 +112,7 @@ def poster_main(url):
     return 0
 
 
-# --- the cluster, from the test's side ---------------------------------------
-
-class Cluster:
-    """A running local cluster: its settings, and ways to reach it that stay
-    inside its namespace when it has one."""
-
-    def __init__(self, cdir, env):
-        self.dir, self.env = cdir, env
-        self.cenv = read_env(os.path.join(cdir, "cluster.env"))
-        self.netns = self.cenv.get("CAIRN_NETNS", "")
-        self.prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        self.regions = self.cenv["CAIRN_REGIONS"].split()
-        self.agent_urls = dict(zip(self.regions, self.cenv["CAIRN_AGENT_URLS"].split()))
-        self.agent_addrs = dict(zip(self.regions, self.cenv.get("CAIRN_AGENT_ADDRS", "").split()))
-        self.health_url = self.cenv["CAIRN_AGGREGATOR_HEALTH_URL"]
-        self.bucket = Bucket(self.cenv["CAIRN_BUCKET_DIR"])
-        for url in list(self.agent_urls.values()) + [self.health_url]:
-            assert urllib.parse.urlsplit(url).hostname.startswith("127."), f"not loopback: {url}"
-
-    def run(self, *cmd, check=True, timeout=30, input=None):
-        """Runs cmd inside the cluster's namespace (or here, without one)."""
-        proc = subprocess.run(self.prefix + list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, timeout=timeout, input=input)
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(self.prefix + list(cmd))} exited {proc.returncode}: "
-                               f"{proc.stderr.strip()[:500]}")
-        return proc
-
-    def get_json(self, url):
-        """GET url from inside the namespace; parsed JSON or None."""
-        proc = self.run("curl", "-s", "--max-time", "2", url, check=False, timeout=10)
-        if proc.returncode != 0:
-            return None
-        try:
-            return json.loads(proc.stdout)
-        except ValueError:
-            return None
-
-    def events_stored(self):
-        h = self.get_json(self.health_url)
-        return h.get("events_stored") if isinstance(h, dict) else None
-
-    def ctl(self, cmd, *extra, check=True):
-        return cluster(cmd, self.dir, self.env, *extra, check=check)
-
-    def log_text(self, name, offset=0):
-        try:
-            with open(os.path.join(self.dir, name + ".log"), errors="replace") as f:
-                f.seek(offset)
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def log_size(self, name):
-        try:
-            return os.path.getsize(os.path.join(self.dir, name + ".log"))
-        except FileNotFoundError:
-            return 0
-
+# --- the feeders ---------------------------------------------------------------
 
 class Feeder(threading.Thread):
     """Posts to one agent at a bounded rate, through a poster child process,
@@ -294,7 +233,7 @@ def start_feeders(cl, total, secs, seed, regions=None, urls=None, prefix=None):
     per = total // len(regions)
     feeders = {}
     for i, region in enumerate(regions):
-        url = (urls or cl.agent_urls)[region]
+        url = (urls or cl.agent_url)[region]
         feeders[region] = Feeder(region, url, cl.prefix if prefix is None else prefix,
                                  seed * 100 + i, region, per, per / secs)
     for f in feeders.values():
@@ -309,6 +248,15 @@ def wait_feeders(feeders, timeout):
     return all(f.done.is_set() for f in feeders.values())
 
 
+def end_feeders(failures, feeders, timeout=60):
+    """Waits (at most timeout s) for the feeders to post their quota, then
+    stops them; a feeder still posting by then is a failure."""
+    if not wait_feeders(feeders, timeout):
+        failures.add(f"feeders did not finish within {timeout} s", progress(feeders))
+    for f in feeders.values():
+        f.close()
+
+
 def progress(feeders, cl=None):
     parts = [f"{r}: {len(f.acked)} acked/{f.posted} posted" for r, f in feeders.items()]
     if cl is not None:
@@ -319,17 +267,8 @@ def progress(feeders, cl=None):
 # --- the bucket check ----------------------------------------------------------
 
 def count_bucket(bucket):
-    counts = collections.Counter()
-    bad = []
-    for rel, (records, _, err) in bucket.scan().items():
-        if "CloudTrail-Digest" in rel or not rel.endswith(".json.gz"):
-            continue
-        if err is not None:
-            bad.append(f"{rel}: {err}")
-            continue
-        for r in records:
-            counts[r.get("eventID") if isinstance(r, dict) else None] += 1
-    return counts, bad
+    """(Counter of eventIDs in the delivered files, files that do not read)."""
+    return bucket.event_id_counts()
 
 
 def wait_bucket(failures, cl, acked, timeout):
@@ -397,18 +336,18 @@ def finish(failures, cl, feeders, allowed_errors=(), never=(), result=None):
 
 # --- the cases -------------------------------------------------------------------
 
-def up(failures, cdir, env, regions, netns=None):
+def up(t, regions, netns=None):
     extra = ["--regions", ",".join(regions), "--interval", str(INTERVAL)]
     if netns:
         extra += ["--netns", netns]
-    log(f"starting the cluster in {cdir}" + (f" (network namespace {netns})" if netns else ""))
-    cluster("up", cdir, env, *extra)
-    return Cluster(cdir, env)
+        log(f"the cluster runs in network namespace {netns}")
+    return t.cluster().up(*extra)
 
 
-def case_aggregator_kill(args, failures, cdir, env, result):
+def case_aggregator_kill(t, result):
+    args, failures = t.args, t.failures
     regions = ["us-east-1", "eu-west-2", "ap-southeast-2"]
-    cl = up(failures, cdir, env, regions)
+    cl = up(t, regions)
     feeders = start_feeders(cl, args.events, 20, args.seed)
     time.sleep(8)
     stored = cl.events_stored()
@@ -420,17 +359,15 @@ def case_aggregator_kill(args, failures, cdir, env, result):
     time.sleep(5)
     log(f"restarting the aggregator after {time.monotonic() - killed:.1f} s: {progress(feeders)}")
     cl.ctl("start-aggregator")
-    if not wait_feeders(feeders, 60):
-        failures.add("feeders did not finish within 60 s", progress(feeders))
-    for f in feeders.values():
-        f.close()
+    end_feeders(failures, feeders)
     finish(failures, cl, feeders, result=result)
 
 
-def case_agent_kill(args, failures, cdir, env, result):
+def case_agent_kill(t, result):
+    args, failures = t.args, t.failures
     regions = ["us-east-1", "eu-west-2", "ap-southeast-2"]
     victim = regions[0]
-    cl = up(failures, cdir, env, regions)
+    cl = up(t, regions)
     feeders = start_feeders(cl, args.events, 20, args.seed)
     feeders[victim].pause_on_error = True
     time.sleep(8)
@@ -470,10 +407,7 @@ def case_agent_kill(args, failures, cdir, env, result):
     cl.ctl("start-agent", "--region", victim)
     acked_at_restart = len(feeders[victim].acked)
     feeders[victim].resume.set()
-    if not wait_feeders(feeders, 60):
-        failures.add("feeders did not finish within 60 s", progress(feeders))
-    for f in feeders.values():
-        f.close()
+    end_feeders(failures, feeders)
     failures.check(len(feeders[victim].acked) > acked_at_restart,
                    "no request to the restarted agent was acknowledged")
     log(f"{victim}: {len(feeders[victim].errors)} requests without answer "
@@ -481,9 +415,10 @@ def case_agent_kill(args, failures, cdir, env, result):
     finish(failures, cl, feeders, allowed_errors=(victim,), result=result)
 
 
-def case_aggregator_late(args, failures, cdir, env, result):
+def case_aggregator_late(t, result):
+    args, failures = t.args, t.failures
     regions = ["us-east-1", "eu-west-2", "ap-southeast-2"]
-    cl = up(failures, cdir, env, regions)
+    cl = up(t, regions)
     cl.ctl("stop-aggregator")
     stopped = time.monotonic()
     feeders = start_feeders(cl, args.events, 40, args.seed)
@@ -496,21 +431,19 @@ def case_aggregator_late(args, failures, cdir, env, result):
     log(f"starting the aggregator; {acked_down} events acknowledged while it was down")
     failures.check(acked_down > 0, "no events acknowledged while the aggregator was down")
     cl.ctl("start-aggregator")
-    if not wait_feeders(feeders, 60):
-        failures.add("feeders did not finish within 60 s", progress(feeders))
-    for f in feeders.values():
-        f.close()
+    end_feeders(failures, feeders)
     finish(failures, cl, feeders, result=result)
 
 
-def case_partition(args, failures, cdir, env, result):
+def case_partition(t, result):
+    args, failures = t.args, t.failures
     for tool in ("ip", "nft"):
         if not shutil.which(tool):
             raise RuntimeError(f"the partition case needs {tool} (deploy/install-deps.sh installs it)")
     regions = ["us-east-1", "eu-west-2", "ap-southeast-2"]
     victim, others = regions[0], regions[1:]
     netns = f"cairn-t-{os.getpid()}"
-    cl = up(failures, cdir, env, regions, netns=netns)
+    cl = up(t, regions, netns=netns)
     failures.check(cl.netns == netns, "cluster.env lacks CAIRN_NETNS", cl.cenv.get("CAIRN_NETNS"))
     agg_addr = cl.cenv["CAIRN_AGGREGATOR_ADDR"]
     m = re.match(r"^tcp://([0-9.]+):(\d+)$", cl.cenv["CAIRN_AGGREGATOR_ENDPOINT"])
@@ -520,7 +453,7 @@ def case_partition(args, failures, cdir, env, result):
                    "unexpected addresses in the namespace", f"{agg_addr} {cl.agent_addrs}")
     # The agents' ZMQ connections must come from their own addresses.
     time.sleep(1)
-    ss = cl.run("ss", "-tn", check=False).stdout
+    ss = cl.run_inside("ss", "-tn", check=False).stdout
     for region in regions:
         failures.check(f"{cl.agent_addrs[region]}:" in ss and f"{agg_addr}:{zmq_port}" in ss,
                        "an agent is not connected from its own address", f"{region}\n{ss}")
@@ -536,7 +469,7 @@ def case_partition(args, failures, cdir, env, result):
              f"    ip saddr {agg_addr} tcp sport {zmq_port} ip daddr {vaddr} drop\n"
              f"  }}\n}}\n")
     log(f"cutting {victim} ({vaddr}) off from the aggregator ({agg_addr}:{zmq_port}) for 30 s")
-    cl.run("nft", "-f", "-", input=rules)
+    cl.run_inside("nft", "-f", "-", input=rules)
     cut = time.monotonic()
     stored_at_cut = cl.events_stored()
     samples = [(0.0, stored_at_cut)]
@@ -566,7 +499,7 @@ def case_partition(args, failures, cdir, env, result):
                    f"{samples}")
     failures.check(len(stored) >= 2 and stored[-1] > stored[0],
                    "events_stored did not grow during the cut (other regions not stored)", f"{samples}")
-    cl.run("nft", "delete", "table", "inet", "cairn_partition")
+    cl.run_inside("nft", "delete", "table", "inet", "cairn_partition")
     heal = time.monotonic()
     heal_offset = cl.log_size(f"agent-{victim}")
     log(f"healed after {heal - cut:.1f} s")
@@ -593,10 +526,7 @@ def case_partition(args, failures, cdir, env, result):
     if reconnected:
         log(f"agent-{victim} reconnected {time.monotonic() - heal:.1f} s after the heal (or sooner): "
             f"{reconnected.strip()[:160]}")
-    if not wait_feeders(feeders, 60):
-        failures.add("feeders did not finish within 60 s", progress(feeders))
-    for f in feeders.values():
-        f.close()
+    end_feeders(failures, feeders)
     finish(failures, cl, feeders, result=result)
 
 
@@ -616,24 +546,17 @@ def set_conf(text, section, key, value):
     return "\n".join(out) + "\n"
 
 
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def public_key(path):
     with open(path) as f:
         m = re.search(r'public-key\s*=\s*"([^"]+)"', f.read())
     return m.group(1) if m else None
 
 
-class ExtraAgent:
-    """An agent the test starts itself (not through local-cluster.sh)."""
+class ExtraAgent(Process):
+    """An agent the test starts itself (not through local-cluster.sh),
+    stopped by PID at the end of the run t."""
 
-    def __init__(self, cl, agent_bin, name, agent_id, region, key):
-        self.name = name
+    def __init__(self, t, cl, agent_bin, name, agent_id, region, key):
         base = open(os.path.join(cl.dir, f"agent-{cl.regions[0]}.conf")).read()
         port = free_port()
         data = os.path.join(cl.dir, name)
@@ -647,26 +570,15 @@ class ExtraAgent:
         with open(self.conf, "w") as f:
             f.write(conf)
         self.url = f"http://127.0.0.1:{port}"
-        self.logf = open(os.path.join(cl.dir, f"{name}.log"), "ab")
-        self.proc = subprocess.Popen([agent_bin, "--config", self.conf], stdout=self.logf,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-        log(f"started {name} (pid {self.proc.pid}, agent id {agent_id}, region {region}, {self.url})")
+        super().__init__(name, [agent_bin, "--config", self.conf], None, cl.path(f"{name}.log"))
+        self.start()
+        t.on_stop(name, self.stop)
+        log(f"{name}: agent id {agent_id}, region {region}, {self.url}")
         deadline = time.monotonic() + 20
         while cl.get_json(self.url + "/health") is None:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not start (see {name}.log)")
             time.sleep(0.1)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.logf.close()
 
 
 def find_program(args, env, name, sub):
@@ -680,11 +592,12 @@ def find_program(args, env, name, sub):
     raise RuntimeError(f"cannot find {name} (give --{'agent' if sub == 'agent' else 'cli'}-bin)")
 
 
-def case_foreign_key(args, failures, cdir, env, result, extras):
+def case_foreign_key(t, result):
+    args, failures = t.args, t.failures
     regions = ["us-east-1", "eu-west-2"]
-    agent_bin = find_program(args, env, "cairn-agent", "agent")
-    cli_bin = find_program(args, env, "cairn", "cli")
-    cl = up(failures, cdir, env, regions)
+    agent_bin = find_program(args, t.env, "cairn-agent", "agent")
+    cli_bin = find_program(args, t.env, "cairn", "cli")
+    cl = up(t, regions)
     keys = os.path.join(cl.dir, "keys")
     # A stranger: its key is not in the allow-list.
     rogue_key = os.path.join(keys, "rogue.key")
@@ -702,10 +615,8 @@ def case_foreign_key(args, failures, cdir, env, result, extras):
     rogue_pub, imp_pub = public_key(rogue_key), public_key(imp_key)
     agg_offset = cl.log_size("aggregator")
 
-    rogue = ExtraAgent(cl, agent_bin, "rogue", "rogue", "us-east-1", rogue_key)
-    extras.append(rogue)
-    impostor = ExtraAgent(cl, agent_bin, "impostor", "eu-west-2", "eu-west-2", imp_key)
-    extras.append(impostor)
+    rogue = ExtraAgent(t, cl, agent_bin, "rogue", "rogue", "us-east-1", rogue_key)
+    impostor = ExtraAgent(t, cl, agent_bin, "impostor", "eu-west-2", "eu-west-2", imp_key)
 
     feeders = start_feeders(cl, args.events, 20, args.seed)
     bad = {}
@@ -753,92 +664,30 @@ def case_foreign_key(args, failures, cdir, env, result, extras):
 # --- main --------------------------------------------------------------------------
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argument_parser(__doc__)
     ap.add_argument("--case", choices=CASES)
     ap.add_argument("--poster", metavar="URL", help=argparse.SUPPRESS)
-    ap.add_argument("--agent-bin")
-    ap.add_argument("--aggregator-bin")
-    ap.add_argument("--cli-bin")
-    ap.add_argument("--bin-dir", help="CAIRN_BIN_DIR for local-cluster.sh (a build directory)")
     ap.add_argument("--events", type=int, default=30000, help="events posted across the agents")
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = ap.parse_args()
+    args = parse_args(ap)
     if args.poster:
         return poster_main(args.poster)
     if not args.case:
         ap.error("--case is required")
-    for name in ("agent_bin", "aggregator_bin", "cli_bin", "bin_dir"):
-        if getattr(args, name):
-            setattr(args, name, os.path.abspath(getattr(args, name)))
     if args.seed is None:
         args.seed = CASES.index(args.case) + 1
     random.seed(args.seed)
 
-    failures = Failures()
-    tmp = tempfile.mkdtemp(prefix=f"cairn-faults-{args.case}-")
-    cdir = os.path.join(tmp, "cluster")
-    env = dict(os.environ)
-    for key, val in (("CAIRN_AGENT_BIN", args.agent_bin), ("CAIRN_AGGREGATOR_BIN", args.aggregator_bin),
-                     ("CAIRN_CLI_BIN", args.cli_bin), ("CAIRN_BIN_DIR", args.bin_dir)):
-        if val:
-            env[key] = val
+    t = TestRun(f"faults_{args.case}", args, f"cairn-faults-{args.case}-")
     result = {}
-    extras = []
-    crashed = None
     t0 = time.monotonic()
-    try:
-        fn = globals()[f"case_{args.case}"]
-        if args.case == "foreign_key":
-            fn(args, failures, cdir, env, result, extras)
-        else:
-            fn(args, failures, cdir, env, result)
-    except Exception as e:  # noqa: BLE001 - report anything, then clean up
-        crashed = e
-        failures.add("the test could not run to the end", f"{type(e).__name__}: {e}")
-    finally:
-        for x in extras:
-            try:
-                x.stop()
-            except Exception as e:  # noqa: BLE001
-                failures.add(f"could not stop {x.name}", str(e))
-        if os.path.isdir(cdir):
-            log("stopping the cluster")
-            netns = read_env(os.path.join(cdir, "cluster.env")).get("CAIRN_NETNS", "") \
-                if os.path.exists(os.path.join(cdir, "cluster.env")) else ""
-            try:
-                cluster("down", cdir, env, check=False)
-            except Exception as e:  # noqa: BLE001
-                failures.add("local-cluster.sh down failed", str(e))
-            for f in os.listdir(cdir):
-                failures.check(not f.endswith(".pid"), "a pid file remains after down", f)
-            failures.check(not os.path.exists(os.path.join(cdir, "netns")),
-                           "the namespace record remains after down")
-            if netns:
-                left = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE, text=True).stdout
-                failures.check(netns not in left.split(), "the network namespace remains after down",
-                               netns)
-    for report in sanitizer_reports(cdir):
-        failures.add("sanitizer report in a log", report)
-    secs = time.monotonic() - t0
-    summary = (f"case {args.case}: acknowledged {result.get('acked', '?')}, in bucket "
-               f"{result.get('in_bucket', '?')}, not answered {result.get('maybe', '?')}"
-               + (f", foreign accepted {result['foreign_accepted']}" if "foreign_accepted" in result else "")
-               + f", {secs:.1f} s")
-    if failures:
-        tail_logs(cdir)
-        failures.report()
-        if crashed is not None:
-            import traceback
-            traceback.print_exception(type(crashed), crashed, crashed.__traceback__)
-        print(f"{summary}\nFAILED (files kept in {tmp})")
-        return 1
-    if args.keep:
-        print(f"files kept in {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{summary}\nPASS: faults_{args.case}")
-    return 0
+
+    def summary():
+        return (f"case {args.case}: acknowledged {result.get('acked', '?')}, in bucket "
+                f"{result.get('in_bucket', '?')}, not answered {result.get('maybe', '?')}"
+                + (f", foreign accepted {result['foreign_accepted']}" if "foreign_accepted" in result else "")
+                + f", {time.monotonic() - t0:.1f} s")
+    return t.run(globals()[f"case_{args.case}"], t, result, summary=summary)
 
 
 if __name__ == "__main__":

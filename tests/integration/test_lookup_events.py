@@ -28,27 +28,23 @@ Standard library, the AWS CLI and boto3 (preinstalled). Exit 0 on success, 1
 on failure. Loopback only; every wait is bounded.
 """
 
-import argparse
-import collections
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.parse
-import urllib.request
 import uuid
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLUSTER = os.path.join(REPO, "deploy", "local-cluster.sh")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # nothing written into the source tree
+from cairn_harness import (REPO, TestRun, argument_parser, aws_env, log, parse_args,  # noqa: E402
+                           post_events)
+
 REGIONS = ["us-east-1", "eu-west-1"]
 ACCOUNT = "111122223333"
 INTERVAL = 2
 STORE_TIMEOUT = 60
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:")
 
 BOTO3_SCRIPT = r"""
 import json, sys, boto3
@@ -63,53 +59,6 @@ for page in client.get_paginator("lookup_events").paginate(
         ids.append(event["EventId"])
 print(json.dumps(ids))
 """
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Failures:
-    def __init__(self):
-        self.items = collections.OrderedDict()
-
-    def add(self, kind, detail=""):
-        self.items.setdefault(kind, []).append(detail)
-
-    def check(self, ok, kind, detail=""):
-        if not ok:
-            self.add(kind, detail)
-        return ok
-
-    def __bool__(self):
-        return bool(self.items)
-
-    def report(self):
-        for kind, details in self.items.items():
-            print(f"FAIL: {kind} ({len(details)} times)")
-            for d in details[:5]:
-                print(f"      {d}")
-
-
-def read_env(path):
-    env = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            m = re.match(r'^([A-Z_][A-Z0-9_]*)="(.*)"\s*$', line)
-            if m:
-                env[m.group(1)] = m.group(2)
-    return env
-
-
-def cluster(cmd, cdir, env, *extra, check=True):
-    args = [CLUSTER, cmd, "--dir", cdir, *extra]
-    proc = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=120)
-    for line in proc.stdout.splitlines():
-        log(f"  local-cluster.sh: {line}")
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}")
-    return proc.returncode
 
 
 def iso(epoch_s):
@@ -160,13 +109,10 @@ def newest_first(records):
 
 
 def post_records(url, records):
-    body = json.dumps(records).encode()
-    req = urllib.request.Request(f"{url}/v1/events", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        answer = json.loads(resp.read())
-    if answer.get("accepted") != len(records):
-        raise RuntimeError(f"{url} accepted {answer} of {len(records)}")
+    status, text, _ = post_events(url, records)
+    answer = json.loads(text) if status == 200 else {}
+    if status != 200 or answer.get("accepted") != len(records):
+        raise RuntimeError(f"{url} answered {status} {text[:300]}: not all {len(records)} accepted")
 
 
 class Aws:
@@ -178,12 +124,7 @@ class Aws:
             raise RuntimeError("the AWS CLI (aws) is not on PATH")
 
     def run(self, *args, secret=None):
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.key,
-                   AWS_SECRET_ACCESS_KEY=secret or self.secret, AWS_DEFAULT_REGION="us-east-1",
-                   AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-                   AWS_MAX_ATTEMPTS="1")
-        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            env.pop(var, None)
+        env = aws_env(self.key, secret or self.secret, "us-east-1", AWS_MAX_ATTEMPTS="1")
         argv = ["aws", "cloudtrail", "lookup-events", "--endpoint-url", self.url, *args,
                 "--output", "json"]
         proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -236,18 +177,15 @@ def cairn_query(cli_bin, store, *args):
     return [json.loads(line)["eventID"] for line in proc.stdout.splitlines() if line]
 
 
-def run(args, failures, tmp, env):
-    cdir = os.path.join(tmp, "cluster")
-    log(f"starting the cluster in {cdir}")
-    cluster("up", cdir, env, "--regions", ",".join(REGIONS), "--interval", str(INTERVAL),
-            "--account", ACCOUNT)
-    cenv = read_env(os.path.join(cdir, "cluster.env"))
-    qurl = cenv["CAIRN_QUERY_URL"]
+def run(t):
+    args, failures = t.args, t.failures
+    cl = t.cluster().up("--regions", ",".join(REGIONS), "--interval", str(INTERVAL),
+                        "--account", ACCOUNT)
+    cenv = cl.cenv
+    qurl = cenv["CAIRN_QUERY_URL"]  # cl.up() refuses it unless on loopback, as the agents'
     key, secret = cenv["CAIRN_QUERY_ACCESS_KEY_ID"], cenv["CAIRN_QUERY_SECRET_ACCESS_KEY"]
-    store = cenv["CAIRN_STORE_DIR"]
-    agent_urls = cenv["CAIRN_AGENT_URLS"].split()
-    for u in [qurl, *agent_urls]:
-        assert urllib.parse.urlsplit(u).hostname.startswith("127."), f"refusing non-loopback {u}"
+    store = cl.store_dir
+    agent_urls = cl.agent_urls
     cli_bin = args.cli_bin or os.path.join(REPO, "build", "cli", "cairn")
 
     records = make_trail()
@@ -357,81 +295,12 @@ def run(args, failures, tmp, env):
                    proc.stderr[:200])
 
 
-def sanitizer_reports(cdir):
-    found = []
-    if os.path.isdir(cdir):
-        for name in sorted(os.listdir(cdir)):
-            if name.endswith(".log"):
-                with open(os.path.join(cdir, name), errors="replace") as f:
-                    for n, line in enumerate(f, 1):
-                        if SANITIZER_RE.search(line):
-                            found.append(f"{name}:{n}: {line.strip()[:200]}")
-    return found
-
-
-def tail_logs(cdir, lines=30):
-    if os.path.isdir(cdir):
-        for name in sorted(os.listdir(cdir)):
-            if name.endswith(".log"):
-                with open(os.path.join(cdir, name), errors="replace") as f:
-                    content = f.read().splitlines()
-                print(f"---- last {lines} lines of {name} ----")
-                for line in content[-lines:]:
-                    print(f"  {line}")
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--agent-bin", help="path of cairn-agent (else found by local-cluster.sh)")
-    ap.add_argument("--aggregator-bin", help="path of cairn-aggregator")
-    ap.add_argument("--cli-bin", help="path of cairn (keygen and query)")
-    ap.add_argument("--bin-dir", help="CAIRN_BIN_DIR for local-cluster.sh (a build directory)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = ap.parse_args()
-
-    env = dict(os.environ)
-    for key, val in (("CAIRN_AGENT_BIN", args.agent_bin),
-                     ("CAIRN_AGGREGATOR_BIN", args.aggregator_bin),
-                     ("CAIRN_CLI_BIN", args.cli_bin), ("CAIRN_BIN_DIR", args.bin_dir)):
-        if val:
-            env[key] = os.path.abspath(val)
-    if args.cli_bin:
-        args.cli_bin = os.path.abspath(args.cli_bin)
-    elif args.bin_dir:
-        args.cli_bin = os.path.join(os.path.abspath(args.bin_dir), "cli", "cairn")
-    failures = Failures()
-    tmp = tempfile.mkdtemp(prefix="cairn-lookup-")
-    cdir = os.path.join(tmp, "cluster")
-    crashed = None
-    try:
-        run(args, failures, tmp, env)
-    except Exception as e:  # noqa: BLE001 - report anything, then clean up
-        crashed = e
-        failures.add("the test could not run to the end", f"{type(e).__name__}: {e}")
-    finally:
-        if os.path.isdir(cdir):
-            log("stopping the cluster")
-            try:
-                cluster("down", cdir, env, check=False)
-            except Exception as e:  # noqa: BLE001
-                failures.add("local-cluster.sh down failed", str(e))
-    for report in sanitizer_reports(cdir):
-        failures.add("sanitizer report in a log", report)
-    if failures:
-        tail_logs(cdir)
-        failures.report()
-        if crashed is not None:
-            import traceback
-            traceback.print_exception(type(crashed), crashed, crashed.__traceback__)
-        print(f"FAILED (files kept in {tmp})")
-        return 1
-    if args.keep:
-        print(f"files kept in {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("PASS: integration_lookup_events")
-    return 0
+    args = parse_args(argument_parser(__doc__))
+    if not args.cli_bin and args.bin_dir:
+        args.cli_bin = os.path.join(args.bin_dir, "cli", "cairn")
+    t = TestRun("integration_lookup_events", args, "cairn-lookup-")
+    return t.run(run, t)
 
 
 if __name__ == "__main__":

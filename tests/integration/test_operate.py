@@ -20,36 +20,20 @@ Starts a real local cluster (two regions, 2-second delivery interval) and:
 Only the standard library. Exit 0 on success, 1 on failure. Loopback only.
 """
 
-import argparse
-import http.client
 import json
 import os
 import re
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.parse
 import uuid
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLUSTER = os.path.join(REPO, "deploy", "local-cluster.sh")
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # nothing written into the source tree
+from cairn_harness import Failures, post_events, request, run, run_test, scrape  # noqa: E402
 
-failures = []
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def check(ok, what):
-    if not ok:
-        failures.append(what)
-        log(f"FAIL: {what}")
-    return ok
+failures = Failures(echo=True)  # each failed check is also logged when it happens
+check, wait_for = failures.check, failures.wait_for
 
 
 def record(region, n):
@@ -61,189 +45,126 @@ def record(region, n):
             "recipientAccountId": "111122223333"}
 
 
-def request(url, method="GET", body=None):
-    u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    conn.request(method, u.path or "/", body=body, headers=headers)
-    resp = conn.getresponse()
-    data = resp.read().decode()
-    conn.close()
-    return resp.status, data
-
-
 def post(agent_url, records):
-    return request(agent_url + "/v1/events", "POST", json.dumps(records))
+    return post_events(agent_url, records)
 
 
-def scrape(base_url):
-    """Parses a Prometheus text exposition into {'name{labels}': value}."""
-    status, text = request(base_url + "/metrics")
-    check(status == 200, f"GET {base_url}/metrics answered {status}")
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    return samples
+def metrics(base_url):
+    """/metrics as {'name{labels}': value}; a failure unless it answers 200."""
+    return scrape(base_url, failures)
 
 
-def wait_for(what, predicate, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.3)
-    return check(False, f"timed out after {timeout} s waiting for {what}")
+def scenario(t):
+    args = t.args
+    cl = t.cluster().up("--regions", "us-east-1,eu-west-2", "--interval", "2")
+    east, west = cl.agent_urls
+    agg_url = cl.agg_url
 
+    # 1. The workload. us-east-1's events are stored before their
+    # duplicates go to eu-west-2, so which agent's copy counts as the
+    # duplicate is known.
+    sent_east = [record("us-east-1", i) for i in range(1500)]
+    sent_west = [record("eu-west-2", i) for i in range(500)]
+    for i in range(0, 1500, 50):
+        check(post(east, sent_east[i:i + 50])[0] == 200, "a good request to us-east-1 failed")
+    wait_for("us-east-1's 1500 events stored",
+             lambda: metrics(agg_url).get("cairn_events_stored_total", 0) >= 1500, 30)
+    for i in range(0, 500, 50):
+        check(post(west, sent_west[i:i + 50])[0] == 200, "a good request to eu-west-2 failed")
+    for i in range(0, 200, 50):
+        check(post(west, sent_east[i:i + 50])[0] == 200, "a duplicate request failed")
+    for i in range(5):
+        bad = [record("us-east-1", 9000 + i), {"eventName": "NoSource"}]
+        status, body, _ = post(east, bad)
+        check(status == 400 and "eventSource" in body, f"bad request answered {status} {body}")
 
-def run(cmd, env=None):
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    # 2. Everything stored and delivered, then the counters.
+    def agg():
+        return metrics(agg_url)
 
+    wait_for("2000 events delivered",
+             lambda: agg().get("cairn_events_delivered_total", 0) >= 2000, 60)
+    time.sleep(1.5)  # one more heartbeat so backlogs read 0
+    a = agg()
+    expect = {
+        "cairn_events_stored_total": 2000,
+        "cairn_events_duplicate_total": 200,
+        "cairn_store_events": 2000,
+        "cairn_events_delivered_total": 2000,
+        'cairn_agent_events_stored_total{agent="us-east-1",region="us-east-1"}': 1500,
+        'cairn_agent_events_stored_total{agent="eu-west-2",region="eu-west-2"}': 500,
+        'cairn_agent_events_duplicate_total{agent="eu-west-2",region="eu-west-2"}': 200,
+        'cairn_agent_spool_pending{agent="us-east-1",region="us-east-1"}': 0,
+        'cairn_batches_total{outcome="rejected"}': 0,
+        "cairn_upload_errors_total": 0,
+        "cairn_messages_garbage_total": 0,
+    }
+    for name, value in expect.items():
+        check(a.get(name) == value, f"aggregator {name} = {a.get(name)}, expected {value}")
+    check(a.get("cairn_windows_delivered_total", 0) >= 1, "no window delivered")
+    check(a.get("cairn_delivery_lag_seconds") == 0, "delivery lag not 0 when caught up")
+    e, w = metrics(east), metrics(west)
+    for name, value in {"cairn_events_accepted_total": 1500,
+                        'cairn_events_rejected_total{reason="bad_record"}': 5,
+                        "cairn_events_acked_total": 1500, "cairn_spool_events": 0,
+                        "cairn_aggregator_connected": 1}.items():
+        check(e.get(name) == value, f"us-east-1 {name} = {e.get(name)}, expected {value}")
+    for name, value in {"cairn_events_accepted_total": 700,
+                        'cairn_events_rejected_total{reason="bad_record"}': 0,
+                        "cairn_events_acked_total": 700, "cairn_spool_events": 0}.items():
+        check(w.get(name) == value, f"eu-west-2 {name} = {w.get(name)}, expected {value}")
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--agent-bin", required=True)
-    parser.add_argument("--aggregator-bin", required=True)
-    parser.add_argument("--cli-bin", required=True)
-    args = parser.parse_args()
-    env = dict(os.environ, CAIRN_AGENT_BIN=args.agent_bin, CAIRN_AGGREGATOR_BIN=args.aggregator_bin,
-               CAIRN_CLI_BIN=args.cli_bin)
-    work = tempfile.mkdtemp(prefix="cairn-operate-")
-    cluster = os.path.join(work, "cluster")
-    try:
-        up = run([CLUSTER, "up", "--dir", cluster, "--regions", "us-east-1,eu-west-2",
-                  "--interval", "2"], env)
-        if not check(up.returncode == 0, f"cluster up failed: {up.stdout}{up.stderr}"):
-            return 1
-        conf = {}
-        for line in open(os.path.join(cluster, "cluster.env")):
-            if "=" in line:
-                k, v = line.strip().split("=", 1)
-                conf[k] = v.strip('"')
-        east, west = conf["CAIRN_AGENT_URLS"].split()
-        agg_url = conf["CAIRN_AGGREGATOR_HEALTH_URL"].rsplit("/health", 1)[0]
+    # 3. cairn status.
+    st = run([args.cli_bin, "status", "--url", agg_url, "--output", "json"])
+    check(st.returncode == 0, f"cairn status exited {st.returncode}: {st.stderr}")
+    doc = json.loads(st.stdout)
+    check(doc["healthy"] and doc["events_stored"] == 2000, f"status document: {st.stdout}")
+    check(sorted(x["region"] for x in doc["agents"] if x["state"] == "connected") ==
+          ["eu-west-2", "us-east-1"], "both agents should be connected")
+    check(doc["delivery"]["last_object"].startswith("AWSLogs/"), "no last object in status")
+    table = run([args.cli_bin, "status", "--url", agg_url]).stdout
+    check("us-east-1" in table and "connected" in table and "last object: AWSLogs/" in table,
+          f"status table: {table}")
 
-        # 1. The workload. us-east-1's events are stored before their
-        # duplicates go to eu-west-2, so which agent's copy counts as the
-        # duplicate is known.
-        sent_east = [record("us-east-1", i) for i in range(1500)]
-        sent_west = [record("eu-west-2", i) for i in range(500)]
-        for i in range(0, 1500, 50):
-            check(post(east, sent_east[i:i + 50])[0] == 200, "a good request to us-east-1 failed")
-        wait_for("us-east-1's 1500 events stored",
-                 lambda: scrape(agg_url).get("cairn_events_stored_total", 0) >= 1500, 30)
-        for i in range(0, 500, 50):
-            check(post(west, sent_west[i:i + 50])[0] == 200, "a good request to eu-west-2 failed")
-        for i in range(0, 200, 50):
-            check(post(west, sent_east[i:i + 50])[0] == 200, "a duplicate request failed")
-        for i in range(5):
-            bad = [record("us-east-1", 9000 + i), {"eventName": "NoSource"}]
-            status, body = post(east, bad)
-            check(status == 400 and "eventSource" in body, f"bad request answered {status} {body}")
+    # 4. SIGHUP: a broken config is refused, a good change is applied.
+    agg_conf = cl.path("aggregator.conf")
+    agg_log = cl.path("aggregator.log")
+    pid = cl.pid("aggregator")
+    original = open(agg_conf).read()
+    with open(agg_conf, "a") as f:
+        f.write("\nnot a key value line\n")
+    os.kill(pid, signal.SIGHUP)
+    wait_for("the reload error in the log",
+             lambda: "keeping the running configuration" in open(agg_log).read(), 10)
+    check(re.search(r"aggregator\.conf:\d+: expected key = value", open(agg_log).read()),
+          "reload error does not name file and line")
+    check(request(agg_url + "/health")[0] == 200, "aggregator unhealthy after a bad reload")
+    with open(agg_conf, "w") as f:
+        f.write(re.sub(r"(?m)^log_level = \w+", "log_level = debug", original))
+    os.kill(pid, signal.SIGHUP)
+    wait_for("the log level change in the log",
+             lambda: "-> debug" in open(agg_log).read(), 10)
 
-        # 2. Everything stored and delivered, then the counters.
-        def agg():
-            return scrape(agg_url)
+    # 5. --check-config names file, line and reason.
+    broken = os.path.join(t.tmp, "broken.conf")
+    with open(broken, "w") as f:
+        f.write(original.replace("[store]", "[store]\nmap_size = lots", 1))
+    cc = run([args.aggregator_bin, "--config", broken, "--check-config"])
+    check(cc.returncode != 0 and re.search(r"broken\.conf:\d+: store\.map_size: expected a size",
+                                           cc.stderr), f"--check-config: {cc.stderr}")
+    good = run([args.aggregator_bin, "--config", agg_conf, "--check-config"])
+    check(good.returncode == 0, f"--check-config of a valid file: {good.stdout}{good.stderr}")
 
-        wait_for("2000 events delivered",
-                 lambda: agg().get("cairn_events_delivered_total", 0) >= 2000, 60)
-        time.sleep(1.5)  # one more heartbeat so backlogs read 0
-        a = agg()
-        expect = {
-            "cairn_events_stored_total": 2000,
-            "cairn_events_duplicate_total": 200,
-            "cairn_store_events": 2000,
-            "cairn_events_delivered_total": 2000,
-            'cairn_agent_events_stored_total{agent="us-east-1",region="us-east-1"}': 1500,
-            'cairn_agent_events_stored_total{agent="eu-west-2",region="eu-west-2"}': 500,
-            'cairn_agent_events_duplicate_total{agent="eu-west-2",region="eu-west-2"}': 200,
-            'cairn_agent_spool_pending{agent="us-east-1",region="us-east-1"}': 0,
-            'cairn_batches_total{outcome="rejected"}': 0,
-            "cairn_upload_errors_total": 0,
-            "cairn_messages_garbage_total": 0,
-        }
-        for name, value in expect.items():
-            check(a.get(name) == value, f"aggregator {name} = {a.get(name)}, expected {value}")
-        check(a.get("cairn_windows_delivered_total", 0) >= 1, "no window delivered")
-        check(a.get("cairn_delivery_lag_seconds") == 0, "delivery lag not 0 when caught up")
-        e, w = scrape(east), scrape(west)
-        for name, value in {"cairn_events_accepted_total": 1500,
-                            'cairn_events_rejected_total{reason="bad_record"}': 5,
-                            "cairn_events_acked_total": 1500, "cairn_spool_events": 0,
-                            "cairn_aggregator_connected": 1}.items():
-            check(e.get(name) == value, f"us-east-1 {name} = {e.get(name)}, expected {value}")
-        for name, value in {"cairn_events_accepted_total": 700,
-                            'cairn_events_rejected_total{reason="bad_record"}': 0,
-                            "cairn_events_acked_total": 700, "cairn_spool_events": 0}.items():
-            check(w.get(name) == value, f"eu-west-2 {name} = {w.get(name)}, expected {value}")
+    # 6. A stopped agent shows as silent.
+    cl.ctl("stop-agent", "--region", "eu-west-2")
 
-        # 3. cairn status.
-        st = run([args.cli_bin, "status", "--url", agg_url, "--output", "json"])
-        check(st.returncode == 0, f"cairn status exited {st.returncode}: {st.stderr}")
-        doc = json.loads(st.stdout)
-        check(doc["healthy"] and doc["events_stored"] == 2000, f"status document: {st.stdout}")
-        check(sorted(x["region"] for x in doc["agents"] if x["state"] == "connected") ==
-              ["eu-west-2", "us-east-1"], "both agents should be connected")
-        check(doc["delivery"]["last_object"].startswith("AWSLogs/"), "no last object in status")
-        table = run([args.cli_bin, "status", "--url", agg_url]).stdout
-        check("us-east-1" in table and "connected" in table and "last object: AWSLogs/" in table,
-              f"status table: {table}")
-
-        # 4. SIGHUP: a broken config is refused, a good change is applied.
-        agg_conf = os.path.join(cluster, "aggregator.conf")
-        agg_log = os.path.join(cluster, "aggregator.log")
-        pid = int(open(conf["CAIRN_AGGREGATOR_PID_FILE"]).read())
-        original = open(agg_conf).read()
-        with open(agg_conf, "a") as f:
-            f.write("\nnot a key value line\n")
-        os.kill(pid, signal.SIGHUP)
-        wait_for("the reload error in the log",
-                 lambda: "keeping the running configuration" in open(agg_log).read(), 10)
-        check(re.search(r"aggregator\.conf:\d+: expected key = value", open(agg_log).read()),
-              "reload error does not name file and line")
-        check(request(agg_url + "/health")[0] == 200, "aggregator unhealthy after a bad reload")
-        with open(agg_conf, "w") as f:
-            f.write(re.sub(r"(?m)^log_level = \w+", "log_level = debug", original))
-        os.kill(pid, signal.SIGHUP)
-        wait_for("the log level change in the log",
-                 lambda: "-> debug" in open(agg_log).read(), 10)
-
-        # 5. --check-config names file, line and reason.
-        broken = os.path.join(work, "broken.conf")
-        with open(broken, "w") as f:
-            f.write(original.replace("[store]", "[store]\nmap_size = lots", 1))
-        cc = run([args.aggregator_bin, "--config", broken, "--check-config"])
-        check(cc.returncode != 0 and re.search(r"broken\.conf:\d+: store\.map_size: expected a size",
-                                               cc.stderr), f"--check-config: {cc.stderr}")
-        good = run([args.aggregator_bin, "--config", agg_conf, "--check-config"])
-        check(good.returncode == 0, f"--check-config of a valid file: {good.stdout}{good.stderr}")
-
-        # 6. A stopped agent shows as silent.
-        run([CLUSTER, "stop-agent", "--dir", cluster, "--region", "eu-west-2"], env)
-
-        def silent():
-            out = run([args.cli_bin, "status", "--url", agg_url, "--output", "json"])
-            states = {x["region"]: x["state"] for x in json.loads(out.stdout)["agents"]}
-            return out.returncode == 1 and states.get("eu-west-2") == "silent"
-        wait_for("eu-west-2 silent in cairn status", silent, 15)
-    finally:
-        down = run([CLUSTER, "down", "--dir", cluster], env)
-        for name in os.listdir(cluster) if os.path.isdir(cluster) else []:
-            if name.endswith(".log"):
-                text = open(os.path.join(cluster, name), errors="replace").read()
-                check(not SANITIZER_RE.search(text), f"sanitizer report in {name}")
-                if failures:
-                    print(f"---- {name} (tail)\n" + "\n".join(text.splitlines()[-15:]))
-        check(down.returncode == 0, f"cluster down failed: {down.stderr}")
-        if not failures:
-            shutil.rmtree(work, ignore_errors=True)
-    if failures:
-        log(f"{len(failures)} check(s) failed")
-        return 1
-    log("PASS: integration_operate")
-    return 0
+    def silent():
+        out = run([args.cli_bin, "status", "--url", agg_url, "--output", "json"])
+        states = {x["region"]: x["state"] for x in json.loads(out.stdout)["agents"]}
+        return out.returncode == 1 and states.get("eu-west-2") == "silent"
+    wait_for("eu-west-2 silent in cairn status", silent, 15)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_test("integration_operate", "cairn-operate-", scenario, __doc__, bins_required=True,
+                      failures=failures, tail_lines=15))

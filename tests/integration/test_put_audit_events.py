@@ -33,26 +33,24 @@ Standard library plus the preinstalled botocore (only to sign the stale
 request). Exit 0 on success, 1 on failure. Loopback only.
 """
 
-import argparse
 import base64
 import collections
-import gzip
 import hashlib
 import http.client
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import uuid
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLUSTER = os.path.join(REPO, "deploy", "local-cluster.sh")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # nothing written into the source tree
+from cairn_harness import aws_env, log, run_test  # noqa: E402
+
 REGION = "us-east-1"
 ACCOUNT = "111122223333"
 CHANNEL = f"arn:aws:cloudtrail:{REGION}:{ACCOUNT}:channel/cairn-test"
@@ -61,33 +59,6 @@ DELIVERY_TIMEOUT = 60
 SETTLE_SECS = 5 + 2 * INTERVAL  # ack_timeout plus two windows: late duplicates show by then
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:")
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Failures:
-    def __init__(self):
-        self.items = collections.OrderedDict()
-
-    def add(self, kind, detail=""):
-        self.items.setdefault(kind, []).append(detail)
-
-    def check(self, ok, kind, detail=""):
-        if not ok:
-            self.add(kind, detail)
-        return ok
-
-    def __bool__(self):
-        return bool(self.items)
-
-    def report(self):
-        for kind, details in self.items.items():
-            print(f"FAIL: {kind} ({len(details)} times)")
-            for d in details[:5]:
-                print(f"      {d}")
 
 
 def event_id(channel, ident):
@@ -112,27 +83,6 @@ def checksum(data):
     return base64.b64encode(hashlib.sha256(data.encode()).digest()).decode()
 
 
-def read_env(path):
-    env = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            m = re.match(r'^([A-Z_][A-Z0-9_]*)="(.*)"\s*$', line)
-            if m:
-                env[m.group(1)] = m.group(2)
-    return env
-
-
-def cluster(cmd, cdir, env, *extra, check=True):
-    args = [CLUSTER, cmd, "--dir", cdir, *extra]
-    proc = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=120)
-    for line in proc.stdout.splitlines():
-        log(f"  local-cluster.sh: {line}")
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}")
-    return proc.returncode
-
-
 class Cli:
     """Runs the real AWS CLI in a directory holding events.json."""
 
@@ -145,11 +95,7 @@ class Cli:
     def put_audit_events(self, events, key_id=KEY_ID, secret=SECRET):
         with open(os.path.join(self.workdir, "events.json"), "w", encoding="utf-8") as f:
             json.dump(events, f)
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret,
-                   AWS_DEFAULT_REGION=REGION, AWS_CONFIG_FILE="/dev/null",
-                   AWS_SHARED_CREDENTIALS_FILE="/dev/null")
-        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            env.pop(var, None)
+        env = aws_env(key_id, secret, REGION)
         args = ["aws", "cloudtrail-data", "put-audit-events", "--endpoint-url", self.url,
                 "--channel-arn", CHANNEL, "--audit-events", "file://events.json"]
         proc = subprocess.run(args, cwd=self.workdir, env=env, stdout=subprocess.PIPE,
@@ -250,31 +196,21 @@ def slow_client(failures, url, timeout_s):
     log(f"  stalled client cut off after {took:.1f} s")
 
 
-def scan_bucket(root):
+def scan_bucket(bucket):
     """{eventID: [records]} over every delivered file; also unparsable files."""
-    found, errors = collections.defaultdict(list), []
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            if not name.endswith(".json.gz"):
-                continue
-            try:
-                with gzip.open(path, "rt", encoding="utf-8") as f:
-                    for rec in json.load(f)["Records"]:
-                        found[rec.get("eventID")].append(rec)
-            except (OSError, ValueError, KeyError, EOFError) as e:
-                errors.append(f"{path}: {e}")
+    found = collections.defaultdict(list)
+    records, errors = bucket.records()
+    for rec in records:
+        found[rec.get("eventID")].append(rec)
     return found, errors
 
 
-def run(args, failures, tmp, env):
-    cdir = os.path.join(tmp, "cluster")
-    log(f"starting the cluster in {cdir}")
-    cluster("up", cdir, env, "--regions", REGION, "--interval", str(INTERVAL), "--account", ACCOUNT)
-    cenv = read_env(os.path.join(cdir, "cluster.env"))
-    url = cenv["CAIRN_AGENT_URLS"].split()[0]
+def run(t):
+    failures, tmp = t.failures, t.tmp
+    cl = t.cluster().up("--regions", REGION, "--interval", str(INTERVAL), "--account", ACCOUNT)
+    cdir = cl.dir
+    url = cl.agent_urls[0]
     assert urllib.parse.urlsplit(url).hostname == "127.0.0.1", f"refusing a non-loopback URL {url}"
-    bucket_dir = cenv["CAIRN_BUCKET_DIR"]
     audit_url = f"{url}/PutAuditEvents?channelArn={urllib.parse.quote(CHANNEL, safe='')}"
     cli = Cli(tmp, url)
     accepted = {}       # eventID -> eventData (a JSON string) or record dict
@@ -314,18 +250,10 @@ def run(args, failures, tmp, env):
     with open(creds, "w", encoding="utf-8") as f:
         f.write(f"# senders of the test\n{KEY_ID} {SECRET}\nAKIAOTHERSENDER00000 other-secret\n")
     os.chmod(creds, 0o600)
-    conf_path = os.path.join(cdir, f"agent-{REGION}.conf")
-    with open(conf_path, encoding="utf-8") as f:
-        conf = f.read()
-    new_conf, n1 = re.subn(r"(?m)^sigv4\s*=.*$", "sigv4 = on", conf)
-    new_conf, n2 = re.subn(r"(?m)^credentials_file\s*=.*$", f'credentials_file = "{creds}"', new_conf)
-    new_conf, n3 = re.subn(r"(?m)^request_timeout\s*=.*$", "request_timeout = 2s", new_conf)
-    if (n1, n2, n3) != (1, 1, 1):
-        raise RuntimeError(f"{conf_path} lacks [auth] sigv4/credentials_file or [http] request_timeout")
-    with open(conf_path, "w", encoding="utf-8") as f:
-        f.write(new_conf)
-    cluster("stop-agent", cdir, env, "--region", REGION)
-    cluster("start-agent", cdir, env, "--region", REGION)
+    cl.set_conf_keys(f"agent-{REGION}", {"sigv4": "on", "credentials_file": f'"{creds}"',
+                                         "request_timeout": "2s"})
+    cl.ctl("stop-agent", "--region", REGION)
+    cl.ctl("start-agent", "--region", REGION)
 
     # 5. Signed, wrongly signed, stale and unsigned requests.
     log("SigV4 on: right key, wrong secret, stale date, unsigned")
@@ -393,13 +321,13 @@ def run(args, failures, tmp, env):
     log(f"waiting (at most {DELIVERY_TIMEOUT} s) for {len(accepted)} events in the bucket")
     deadline = time.monotonic() + DELIVERY_TIMEOUT
     while True:
-        found, errors = scan_bucket(bucket_dir)
+        found, errors = scan_bucket(cl.bucket)
         missing = [e for e in accepted if e not in found]
         if not missing or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     time.sleep(SETTLE_SECS)
-    found, errors = scan_bucket(bucket_dir)
+    found, errors = scan_bucket(cl.bucket)
     failures.check(not errors, "unreadable files in the bucket", "; ".join(errors[:3]))
     for eid, data in accepted.items():
         recs = found.get(eid, [])
@@ -420,78 +348,5 @@ def run(args, failures, tmp, env):
     log(f"bucket: {len(found)} distinct events, {sum(len(r) for r in found.values())} records")
 
 
-def sanitizer_reports(cdir):
-    found = []
-    if os.path.isdir(cdir):
-        for name in sorted(os.listdir(cdir)):
-            if name.endswith(".log"):
-                with open(os.path.join(cdir, name), errors="replace") as f:
-                    for n, line in enumerate(f, 1):
-                        if SANITIZER_RE.search(line):
-                            found.append(f"{name}:{n}: {line.strip()[:200]}")
-    return found
-
-
-def tail_logs(cdir, lines=30):
-    if os.path.isdir(cdir):
-        for name in sorted(os.listdir(cdir)):
-            if name.endswith(".log"):
-                with open(os.path.join(cdir, name), errors="replace") as f:
-                    content = f.read().splitlines()
-                print(f"---- last {lines} lines of {name} ----")
-                for line in content[-lines:]:
-                    print(f"  {line}")
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--agent-bin", help="path of cairn-agent (else found by local-cluster.sh)")
-    ap.add_argument("--aggregator-bin", help="path of cairn-aggregator")
-    ap.add_argument("--cli-bin", help="path of cairn (for keygen)")
-    ap.add_argument("--bin-dir", help="CAIRN_BIN_DIR for local-cluster.sh (a build directory)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = ap.parse_args()
-
-    env = dict(os.environ)
-    for key, val in (("CAIRN_AGENT_BIN", args.agent_bin), ("CAIRN_AGGREGATOR_BIN", args.aggregator_bin),
-                     ("CAIRN_CLI_BIN", args.cli_bin), ("CAIRN_BIN_DIR", args.bin_dir)):
-        if val:
-            env[key] = os.path.abspath(val)
-    failures = Failures()
-    tmp = tempfile.mkdtemp(prefix="cairn-pae-")
-    cdir = os.path.join(tmp, "cluster")
-    crashed = None
-    try:
-        run(args, failures, tmp, env)
-    except Exception as e:  # noqa: BLE001 - report anything, then clean up
-        crashed = e
-        failures.add("the test could not run to the end", f"{type(e).__name__}: {e}")
-    finally:
-        if os.path.isdir(cdir):
-            log("stopping the cluster")
-            try:
-                cluster("down", cdir, env, check=False)
-            except Exception as e:  # noqa: BLE001
-                failures.add("local-cluster.sh down failed", str(e))
-            for f in os.listdir(cdir):
-                failures.check(not f.endswith(".pid"), "a pid file remains after down", f)
-    for report in sanitizer_reports(cdir):
-        failures.add("sanitizer report in a log", report)
-    if failures:
-        tail_logs(cdir)
-        failures.report()
-        if crashed is not None:
-            import traceback
-            traceback.print_exception(type(crashed), crashed, crashed.__traceback__)
-        print(f"FAILED (files kept in {tmp})")
-        return 1
-    if args.keep:
-        print(f"files kept in {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("PASS: integration_put_audit_events")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_test("integration_put_audit_events", "cairn-pae-", run, __doc__))

@@ -31,147 +31,46 @@ finally blocks; every wait is bounded; loopback only. Exit 0 on success.
 Needs: moto_server and aws (the machine image ships both), node/npm.
 """
 
-import argparse
 import collections
-import gzip
 import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True  # nothing written into the source tree
-from test_spine import Agent, Generator, read_env  # noqa: E402  (same folder)
+from cairn_harness import (Agent, Process, TestRun, argument_parser, aws_env,  # noqa: E402
+                           cluster_env, free_port, log, parse_args, read_trail_file, run, wait_port)
+from test_spine import Generator  # noqa: E402  (same folder)
 
-REPO = os.path.dirname(os.path.dirname(HERE))
-CLUSTER = os.path.join(REPO, "deploy", "local-cluster.sh")
 INTERVAL = 2
 BATCH = 100
 REGION = "us-east-1"
 DELIVERY_TIMEOUT = 60
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:")
 S3RVER_VERSION = "3"
 
 
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Failures:
-    def __init__(self):
-        self.items = collections.OrderedDict()
-
-    def add(self, kind, detail=""):
-        self.items.setdefault(kind, []).append(detail)
-
-    def check(self, ok, kind, detail=""):
-        if not ok:
-            self.add(kind, detail)
-        return ok
-
-    def __bool__(self):
-        return bool(self.items)
-
-    def report(self):
-        for kind, details in self.items.items():
-            print(f"FAIL: {kind} ({len(details)} times)")
-            for d in details[:5]:
-                print(f"      {d}")
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, timeout, what):
-    """Waits until 127.0.0.1:port accepts a TCP connection (no request is
-    sent: moto counts requests before it turns authentication on)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} during start")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
-
-
-class Server:
-    """A server process of ours: started in its own session, stopped by PID."""
-
-    def __init__(self, name, args, env, log_path):
-        self.name, self.args, self.env, self.log_path = name, args, env, log_path
-        self.proc = None
-
-    def start(self):
-        out = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            out.close()
-        log(f"{self.name} started (pid {self.proc.pid})")
-
-    def stop(self, timeout=10):
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout)
-        log(f"{self.name} stopped (pid {proc.pid})")
-
-
-def run_cmd(args, env, timeout=120, check=True, quiet=False):
-    proc = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=timeout)
+def run_cmd(args, env, timeout=120, check=True):
+    proc = run(args, env, timeout=timeout)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:6])} ... exited {proc.returncode}: "
                            f"{proc.stderr.strip()[-500:]}")
-    if not quiet:
-        for line in proc.stdout.splitlines()[-8:]:
-            log(f"  {os.path.basename(args[0])}: {line}")
     return proc
 
 
-def cluster(cmd, cdir, env, *extra, check=True):
-    return run_cmd([CLUSTER, cmd, "--dir", cdir, *extra], env, check=check).returncode
-
-
-def aws_env(key_id, secret):
-    """The environment of an AWS CLI call or an aggregator: only our AWS_*
-    settings, no config or credentials file of the machine."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION=REGION,
-               AWS_REGION=REGION, AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-               AWS_EC2_METADATA_DISABLED="true")
-    return env
-
-
 def aws(endpoint, env, *args, check=True, timeout=120):
-    return run_cmd(["aws", "--endpoint-url", endpoint, *args], env, timeout=timeout, check=check,
-                   quiet=True)
+    return run_cmd(["aws", "--endpoint-url", endpoint, *args], env, timeout=timeout, check=check)
 
 
-def health(cenv):
+def health(cl):
     """The aggregator's /health document; 503 (delivery stuck) has one too."""
     try:
-        with urllib.request.urlopen(cenv["CAIRN_AGGREGATOR_HEALTH_URL"], timeout=5) as r:
+        with urllib.request.urlopen(cl.health_url, timeout=5) as r:
             return json.loads(r.read())
     except urllib.error.HTTPError as e:
         if e.code != 503:
@@ -230,17 +129,8 @@ class S3Bucket:
                 f"s3://{self.bucket}/", dest + "/")
         out = {}
         for key in keys:
-            path = os.path.join(dest, key)
-            try:
-                with open(path, "rb") as f:
-                    doc = json.loads(gzip.decompress(f.read()).decode("utf-8"))
-            except (OSError, EOFError, ValueError) as e:
-                out[key] = (None, f"cannot read as gzip'd JSON: {e}")
-                continue
-            if not isinstance(doc, dict) or list(doc) != ["Records"] or not isinstance(doc["Records"], list):
-                out[key] = (None, 'not {"Records":[...]}')
-            else:
-                out[key] = (doc["Records"], None)
+            records, _, err = read_trail_file(os.path.join(dest, key))
+            out[key] = (records, err)
         return out
 
 
@@ -294,77 +184,29 @@ def read_log(path):
         return ""
 
 
-def check_logs(failures, case, cdir, secrets):
-    for name in sorted(os.listdir(cdir)) if os.path.isdir(cdir) else []:
-        if not name.endswith(".log"):
-            continue
-        text = read_log(os.path.join(cdir, name))
-        for n, line in enumerate(text.splitlines(), 1):
-            if SANITIZER_RE.search(line):
-                failures.add(f"{case}: sanitizer report in a log", f"{name}:{n}: {line[:200]}")
+def check_logs(failures, case, cl, secrets):
+    """No secret in any log. (Sanitizer reports: TestRun checks every cluster's logs.)"""
+    for name in cl.logs():
+        text = read_log(cl.path(name))
         for secret in secrets:
             failures.check(secret not in text, f"{case}: a secret appears in a log", name)
-
-
-def tail_logs(cdir, lines=30):
-    if not os.path.isdir(cdir):
-        return
-    for name in sorted(os.listdir(cdir)):
-        if name.endswith(".log"):
-            print(f"---- last {lines} lines of {os.path.join(cdir, name)} ----")
-            for line in read_log(os.path.join(cdir, name)).splitlines()[-lines:]:
-                print(f"  {line[:400]}")
-
-
-def set_delivery_keys(conf, values):
-    """Adds key = value lines at the top of [delivery] in an aggregator config."""
-    with open(conf, encoding="utf-8") as f:
-        lines = f.read().splitlines(keepends=True)
-    out, done = [], False
-    for line in lines:
-        out.append(line)
-        if not done and line.strip() == "[delivery]":
-            out.extend(f'{k} = "{v}"\n' for k, v in values.items())
-            done = True
-    if not done:
-        raise RuntimeError(f"{conf} has no [delivery] section")
-    with open(conf + ".tmp", "w", encoding="utf-8") as f:
-        f.writelines(out)
-    os.replace(conf + ".tmp", conf)
 
 
 # --- the cases ------------------------------------------------------------------
 
 class Context:
-    def __init__(self, args, tmp, failures):
-        self.args, self.tmp, self.failures = args, tmp, failures
-        self.clusters = []  # (dir, env) to take down at the end
+    def __init__(self, t):
+        self.t, self.args, self.tmp, self.failures = t, t.args, t.tmp, t.failures
         self.gen = Generator(20261127)
 
-    def cluster_env(self, aws_environment):
-        env = dict(aws_environment)
-        for key, val in (("CAIRN_AGENT_BIN", self.args.agent_bin), ("CAIRN_AGGREGATOR_BIN", self.args.aggregator_bin),
-                         ("CAIRN_CLI_BIN", self.args.cli_bin), ("CAIRN_BIN_DIR", self.args.bin_dir)):
-            if val:
-                env[key] = val
-        return env
-
-    def up(self, name, bucket_url, env):
-        cdir = os.path.join(self.tmp, name)
-        self.clusters.append((cdir, env))
-        cluster("up", cdir, env, "--regions", REGION, "--interval", str(INTERVAL), "--bucket", bucket_url)
-        cenv = read_env(os.path.join(cdir, "cluster.env"))
-        self.failures.check(cenv.get("CAIRN_BUCKET_URL") == bucket_url, "cluster.env lacks CAIRN_BUCKET_URL",
-                            str(cenv.get("CAIRN_BUCKET_URL")))
-        return cdir, cenv, Agent(cenv["CAIRN_AGENT_URLS"].split()[0], REGION)
-
-    def down_all(self):
-        for cdir, env in self.clusters:
-            if os.path.isdir(cdir):
-                try:
-                    cluster("down", cdir, env, check=False)
-                except Exception as e:  # noqa: BLE001
-                    self.failures.add("local-cluster.sh down failed", str(e))
+    def up(self, name, bucket_url, aws_environment):
+        """A cluster of one agent delivering to bucket_url, run with
+        aws_environment (and the programs given on the command line)."""
+        cl = self.t.cluster(name, cluster_env(self.args, aws_environment))
+        cl.up("--regions", REGION, "--interval", str(INTERVAL), "--bucket", bucket_url)
+        self.failures.check(cl.cenv.get("CAIRN_BUCKET_URL") == bucket_url, "cluster.env lacks CAIRN_BUCKET_URL",
+                            str(cl.cenv.get("CAIRN_BUCKET_URL")))
+        return cl, Agent(cl.agent_urls[0], REGION)
 
 
 def start_moto(ctx):
@@ -374,11 +216,12 @@ def start_moto(ctx):
     moto_bin = shutil.which("moto_server")
     if not moto_bin:
         raise RuntimeError("moto_server is not installed (the machine image ships it with pip's moto)")
-    server = Server("moto_server", [moto_bin, "-H", "127.0.0.1", "-p", str(port)], env,
-                    os.path.join(ctx.tmp, "moto.log"))
+    server = Process("moto_server", [moto_bin, "-H", "127.0.0.1", "-p", str(port)], env,
+                     os.path.join(ctx.tmp, "moto.log"))
     server.start()
+    ctx.t.on_stop("moto_server", server.stop)
     wait_port(port, server.proc, 30, "moto_server")
-    return server, f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}"
 
 
 def make_moto_user(endpoint):
@@ -403,7 +246,7 @@ def case_moto(ctx, endpoint, key_id, secret):
             "moto accepted a wrong signature (is INITIAL_NO_AUTH_ACTION_COUNT honoured?)", bad.stderr[-300:])
 
     agg_env = dict(env, AWS_ENDPOINT_URL_S3=endpoint)
-    cdir, cenv, agent = ctx.up("moto", f"s3://{bucket_name}/{prefix}", ctx.cluster_env(agg_env))
+    cl, agent = ctx.up("moto", f"s3://{bucket_name}/{prefix}", agg_env)
     sent = {}
     post_events(f, agent, ctx.gen, ctx.args.events, sent)
     log(f"moto: posted {len(sent)} events; waiting for them in s3://{bucket_name}/{prefix}/")
@@ -418,14 +261,14 @@ def case_moto(ctx, endpoint, key_id, secret):
                               "--key", sorted(objects)[0]).stdout)
         f.check(head.get("ContentType") == "application/json" and head.get("ContentEncoding") == "gzip",
                 "moto: object lacks Content-Type application/json or Content-Encoding gzip", str(head))
-    h = health(cenv)
+    h = health(cl)
     f.check(h.get("put_errors") == 0, "moto: puts failed on a healthy server", str(h))
-    agg_log = read_log(os.path.join(cdir, "aggregator.log"))
+    agg_log = cl.log_text("aggregator")
     f.check(f"bucket: s3://{bucket_name}/{prefix} (region {REGION}, endpoint {endpoint}, path style, "
             f"access key {key_id[:4]}..." in agg_log, "moto: the aggregator does not log its bucket",
             "no 'bucket: s3://...' line")
-    cluster("down", cdir, ctx.clusters[-1][1])
-    check_logs(f, "moto", cdir, [secret])
+    cl.ctl("down")
+    check_logs(f, "moto", cl, [secret])
 
 
 def case_wrong_secret(ctx, endpoint, key_id, secret):
@@ -434,8 +277,8 @@ def case_wrong_secret(ctx, endpoint, key_id, secret):
     bucket_name, prefix = "cairn-trail", "wrong-secret"
     wrong = secret[:-6] + "WRONG0"
     agg_env = dict(aws_env(key_id, wrong), AWS_ENDPOINT_URL_S3=endpoint)
-    cdir, cenv, agent = ctx.up("wrong-secret", f"s3://{bucket_name}/{prefix}", ctx.cluster_env(agg_env))
-    agg_log_path = os.path.join(cdir, "aggregator.log")
+    cl, agent = ctx.up("wrong-secret", f"s3://{bucket_name}/{prefix}", agg_env)
+    agg_log_path = cl.path("aggregator.log")
     sent = {}
     post_events(f, agent, ctx.gen, 1000, sent)
     deadline = time.monotonic() + 30
@@ -451,17 +294,17 @@ def case_wrong_secret(ctx, endpoint, key_id, secret):
                 for l in failure_lines),
             "wrong secret: the logged error does not say bucket, key, 403 and S3's code and message",
             failure_lines[0][:300] if failure_lines else "no line")
-    h = health(cenv)
+    h = health(cl)
     f.check(h.get("windows_delivered") == 0 and h.get("objects_put") == 0 and h.get("put_errors", 0) >= 2,
             "wrong secret: delivery did not fail and retry with the cursor held", str(h))
     bucket = S3Bucket(endpoint, env, bucket_name, prefix, os.path.join(ctx.tmp, "wrong-dl"))
     f.check(bucket.list_keys() == [], "wrong secret: objects were delivered with a wrong secret")
 
     # Fix the key in the config (it beats the wrong AWS_* variables) and restart.
-    cluster("stop-aggregator", cdir, ctx.clusters[-1][1])
-    set_delivery_keys(os.path.join(cdir, "aggregator.conf"),
-                      {"s3_access_key_id": key_id, "s3_secret_access_key": secret})
-    cluster("start-aggregator", cdir, ctx.clusters[-1][1])
+    cl.ctl("stop-aggregator")
+    cl.insert_conf_lines("aggregator", "delivery", [f's3_access_key_id = "{key_id}"',
+                                                    f's3_secret_access_key = "{secret}"'])
+    cl.ctl("start-aggregator")
     post_events(f, agent, ctx.gen, 300, sent)
     objects, missing = wait_delivered(bucket, sent, DELIVERY_TIMEOUT)
     f.check(missing == 0, f"wrong secret: events missing {DELIVERY_TIMEOUT} s after the fix",
@@ -470,8 +313,8 @@ def case_wrong_secret(ctx, endpoint, key_id, secret):
     check_objects(f, "wrong secret, then fixed", bucket.download(), sent, prefix)
     f.check("credentials from the configuration" in read_log(agg_log_path),
             "wrong secret: the restarted aggregator does not use the configured key")
-    cluster("down", cdir, ctx.clusters[-1][1])
-    check_logs(f, "wrong secret", cdir, [secret, wrong])
+    cl.ctl("down")
+    check_logs(f, "wrong secret", cl, [secret, wrong])
 
 
 def s3rver_bin(ctx):
@@ -484,8 +327,10 @@ def s3rver_bin(ctx):
             raise RuntimeError("s3rver is missing and npm is not installed")
         log(f"installing s3rver@{S3RVER_VERSION} into {prefix} (npm)")
         os.makedirs(prefix, exist_ok=True)
-        run_cmd([npm, "install", "--prefix", prefix, "--no-audit", "--no-fund", "--no-save",
-                 f"s3rver@{S3RVER_VERSION}"], dict(os.environ), timeout=240)
+        proc = run_cmd([npm, "install", "--prefix", prefix, "--no-audit", "--no-fund", "--no-save",
+                        f"s3rver@{S3RVER_VERSION}"], dict(os.environ), timeout=240)
+        for line in proc.stdout.splitlines()[-8:]:
+            log(f"  npm: {line}")
     return binary
 
 
@@ -497,15 +342,14 @@ def case_outage(ctx):
     bucket_name, prefix = "cairn-outage", "trail"
     data = os.path.join(ctx.tmp, "s3rver-data")
     os.makedirs(data)
-    server = Server("s3rver", [binary, "-d", data, "-a", "127.0.0.1", "-p", str(port), "--silent",
-                               "--configure-bucket", bucket_name], dict(os.environ),
-                    os.path.join(ctx.tmp, "s3rver.log"))
+    server = Process("s3rver", [binary, "-d", data, "-a", "127.0.0.1", "-p", str(port), "--silent",
+                                "--configure-bucket", bucket_name], dict(os.environ),
+                     os.path.join(ctx.tmp, "s3rver.log"))
     env = aws_env("S3RVER", "S3RVER")
     try:
         server.start()
         wait_port(port, server.proc, 30, "s3rver")
-        cdir, cenv, agent = ctx.up("outage", f"s3://{bucket_name}/{prefix}",
-                                   ctx.cluster_env(dict(env, AWS_ENDPOINT_URL_S3=endpoint)))
+        cl, agent = ctx.up("outage", f"s3://{bucket_name}/{prefix}", dict(env, AWS_ENDPOINT_URL_S3=endpoint))
         sent = {}
         t0 = time.monotonic()
 
@@ -523,7 +367,7 @@ def case_outage(ctx):
         down_at = time.monotonic()
         log(f"outage: s3rver stopped; {len(sent)} events sent so far, {len(before)} objects before the outage")
         post_for(2 * INTERVAL + 0.5)
-        h_down = health(cenv)
+        h_down = health(cl)
         server.start()
         wait_port(port, server.proc, 30, "s3rver")
         log(f"outage: s3rver started again after {time.monotonic() - down_at:.1f} s; "
@@ -538,7 +382,7 @@ def case_outage(ctx):
         check_objects(f, "outage", objects, sent, prefix)
         f.check(before <= set(objects), "outage: objects from before the outage are gone",
                 str(sorted(before - set(objects))[:3]))
-        h = health(cenv)
+        h = health(cl)
         f.check(h_down.get("put_errors", 0) >= 1, "outage: no put failed while s3rver was down", str(h_down))
         # Every window with events is delivered once, each as at most one
         # object per (account, region): 2 accounts x 1-2 regions here.
@@ -549,70 +393,40 @@ def case_outage(ctx):
         f.check(windows <= len(objects) <= 4 * windows,
                 "outage: objects per window out of range (a window missing or put twice?)",
                 f"{len(objects)} objects for {windows} windows")
-        agg_log = read_log(os.path.join(cdir, "aggregator.log"))
+        agg_log = cl.log_text("aggregator")
         f.check(re.search(r"delivery: window \S+ delivered after \d+ failed attempts", agg_log),
                 "outage: no notice that delivery caught up after failed attempts")
         log(f"outage: {windows} windows delivered, {len(objects)} objects, health {h}")
-        cluster("down", cdir, ctx.clusters[-1][1])
-        check_logs(f, "outage", cdir, [])
+        cl.ctl("down")
+        check_logs(f, "outage", cl, [])
     finally:
         server.stop()
 
 
+def run_cases(ctx):
+    args = ctx.args
+    if args.only in (None, "moto", "wrong-secret"):
+        endpoint = start_moto(ctx)
+        key_id, secret = make_moto_user(endpoint)
+        log(f"moto_server at {endpoint} verifies signatures; access key {key_id[:4]}...")
+        if args.only in (None, "moto"):
+            case_moto(ctx, endpoint, key_id, secret)
+        if args.only in (None, "wrong-secret"):
+            case_wrong_secret(ctx, endpoint, key_id, secret)
+    if args.only in (None, "outage"):
+        case_outage(ctx)
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--agent-bin")
-    ap.add_argument("--aggregator-bin")
-    ap.add_argument("--cli-bin")
-    ap.add_argument("--bin-dir", help="CAIRN_BIN_DIR for local-cluster.sh (a build directory)")
+    ap = argument_parser(__doc__)
     ap.add_argument("--work-dir", default=tempfile.gettempdir(),
                     help="where s3rver is installed when missing (node-tools/)")
     ap.add_argument("--events", type=int, default=3000, help="events of the moto case")
     ap.add_argument("--only", choices=["moto", "wrong-secret", "outage"], help="run one case")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = ap.parse_args()
-    for name in ("agent_bin", "aggregator_bin", "cli_bin", "bin_dir", "work_dir"):
-        if getattr(args, name):
-            setattr(args, name, os.path.abspath(getattr(args, name)))
-
-    failures = Failures()
-    tmp = tempfile.mkdtemp(prefix="cairn-s3-")
-    ctx = Context(args, tmp, failures)
-    moto = None
-    crashed = None
-    try:
-        if args.only in (None, "moto", "wrong-secret"):
-            moto, endpoint = start_moto(ctx)
-            key_id, secret = make_moto_user(endpoint)
-            log(f"moto_server at {endpoint} verifies signatures; access key {key_id[:4]}...")
-            if args.only in (None, "moto"):
-                case_moto(ctx, endpoint, key_id, secret)
-            if args.only in (None, "wrong-secret"):
-                case_wrong_secret(ctx, endpoint, key_id, secret)
-        if args.only in (None, "outage"):
-            case_outage(ctx)
-    except Exception as e:  # noqa: BLE001 - report anything, then clean up
-        crashed = e
-        failures.add("the test could not run to the end", f"{type(e).__name__}: {e}")
-    finally:
-        ctx.down_all()
-        if moto:
-            moto.stop()
-    if failures:
-        for cdir, _ in ctx.clusters:
-            tail_logs(cdir)
-        failures.report()
-        if crashed is not None:
-            import traceback
-            traceback.print_exception(type(crashed), crashed, crashed.__traceback__)
-        print(f"FAILED (files kept in {tmp})")
-        return 1
-    if args.keep:
-        print(f"files kept in {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("PASS: integration_s3_delivery")
-    return 0
+    args = parse_args(ap)
+    args.work_dir = os.path.abspath(args.work_dir)
+    t = TestRun("integration_s3_delivery", args, "cairn-s3-")
+    return t.run(run_cases, Context(t))
 
 
 if __name__ == "__main__":

@@ -24,24 +24,19 @@ for us-east-1 and eu-west-2, 2-second delivery interval) and:
 Only the standard library. Exit 0 on success, 1 on failure. Loopback only.
 """
 
-import argparse
 import collections
-import gzip
-import http.client
 import json
 import os
 import random
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.parse
 import uuid
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLUSTER = os.path.join(REPO, "deploy", "local-cluster.sh")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # nothing written into the source tree
+from cairn_harness import Agent, TestRun, argument_parser, log, parse_args  # noqa: E402
+
 REGIONS = ["us-east-1", "eu-west-2"]
 ACCOUNTS = ["111122223333", "444455556666"]  # the first is the cluster's default
 INTERVAL = 2
@@ -55,35 +50,6 @@ KEY_RE = re.compile(
     r"^AWSLogs/(\d{12})/CloudTrail/([a-z0-9-]+)/(\d{4})/(\d\d)/(\d\d)/"
     r"\1_CloudTrail_\2_\3\4\5T\d{4}Z_[0-9A-Za-z]{16}\.json\.gz$")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:")
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Failures:
-    """Collects failed checks; each kind is shown with a few examples."""
-
-    def __init__(self):
-        self.items = collections.OrderedDict()
-
-    def add(self, kind, detail):
-        self.items.setdefault(kind, []).append(detail)
-
-    def check(self, ok, kind, detail=""):
-        if not ok:
-            self.add(kind, detail)
-        return ok
-
-    def __bool__(self):
-        return bool(self.items)
-
-    def report(self):
-        for kind, details in self.items.items():
-            print(f"FAIL: {kind} ({len(details)} times)")
-            for d in details[:5]:
-                print(f"      {d}")
 
 
 # --- realistic CloudTrail records -------------------------------------------
@@ -271,124 +237,6 @@ class Generator:
         return rec
 
 
-# --- talking to the cluster ---------------------------------------------------
-
-class Agent:
-    """One agent's intake, over a keep-alive HTTP connection."""
-
-    def __init__(self, url, region):
-        self.url, self.region = url, region
-        parts = urllib.parse.urlsplit(url)
-        self.host, self.port = parts.hostname, parts.port
-        assert self.host == "127.0.0.1", f"refusing a non-loopback agent URL {url}"
-        self.conn = None
-
-    def post(self, body):
-        """POST /v1/events; returns (status, parsed JSON or raw text).
-
-        Retries a request that got no answer (connection dropped) and a 503
-        (spool full), boundedly; both are safe: a record is identified by its
-        eventID and stored once."""
-        if isinstance(body, str):
-            body = body.encode()
-        last_error = None
-        for attempt in range(20):
-            try:
-                if self.conn is None:
-                    self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-                self.conn.request("POST", "/v1/events", body, {"Content-Type": "application/json"})
-                resp = self.conn.getresponse()
-                raw = resp.read()
-                if resp.getheader("Connection", "").lower() == "close":
-                    self.close()
-            except (OSError, http.client.HTTPException) as e:
-                last_error = e
-                self.close()
-                time.sleep(min(0.1 * (attempt + 1), 1.0))
-                continue
-            if resp.status == 503:
-                retry = resp.getheader("Retry-After") or "1"
-                last_error = f"503 {raw[:200]!r}"
-                time.sleep(min(float(retry) if retry.isdigit() else 1.0, 2.0))
-                continue
-            try:
-                return resp.status, json.loads(raw)
-            except ValueError:
-                return resp.status, raw.decode(errors="replace")
-        raise RuntimeError(f"POST {self.url}/v1/events: no answer after retries: {last_error}")
-
-    def close(self):
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-
-def read_env(path):
-    env = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            m = re.match(r'^([A-Z_][A-Z0-9_]*)="(.*)"\s*$', line)
-            if m:
-                env[m.group(1)] = m.group(2)
-    return env
-
-
-def cluster(cmd, cluster_dir, env, *extra, check=True):
-    args = [CLUSTER, cmd, "--dir", cluster_dir, *extra]
-    proc = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=120)
-    for line in proc.stdout.splitlines():
-        log(f"  local-cluster.sh: {line}")
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}")
-    return proc.returncode
-
-
-# --- the bucket ---------------------------------------------------------------
-
-class Bucket:
-    """Reads every delivered file; caches files by (mtime, size)."""
-
-    def __init__(self, root):
-        self.root = root
-        self.cache = {}  # relpath -> (stat key, parsed or error)
-
-    def scan(self):
-        """Returns {relpath: (records or None, raw text or None, error or None)}."""
-        out = {}
-        for dirpath, _, files in os.walk(self.root):
-            for name in files:
-                path = os.path.join(dirpath, name)
-                rel = os.path.relpath(path, self.root)
-                try:
-                    st = os.stat(path)
-                except FileNotFoundError:
-                    continue  # renamed away while we looked
-                key = (st.st_mtime_ns, st.st_size, st.st_ino)
-                cached = self.cache.get(rel)
-                if not cached or cached[0] != key:
-                    cached = self.cache[rel] = (key, self.parse(path, rel))
-                out[rel] = cached[1]
-        return out
-
-    @staticmethod
-    def parse(path, rel):
-        if not rel.endswith(".json.gz"):
-            return (None, None, "not a .json.gz file")
-        try:
-            with open(path, "rb") as f:
-                text = gzip.decompress(f.read()).decode("utf-8")
-        except (OSError, EOFError, UnicodeDecodeError) as e:
-            return (None, None, f"not valid gzip of UTF-8: {e}")
-        try:
-            doc = json.loads(text)
-        except ValueError as e:
-            return (None, text, f"not JSON: {e}")
-        if not isinstance(doc, dict) or list(doc) != ["Records"] or not isinstance(doc["Records"], list):
-            return (None, text, 'not {"Records":[...]}')
-        return (doc["Records"], text, None)
-
-
 # --- the test -----------------------------------------------------------------
 
 def build_plan(gen, total, n_dup, n_invalid, n_fill):
@@ -485,30 +333,19 @@ def expect_error(failures, kind, status, answer, must_mention, record_index=None
                        f"{ctx} (expected record {record_index})")
 
 
-def run(args, failures, tmp):
+def run(t):
+    args, failures = t.args, t.failures
     gen = Generator(args.seed)
-    env = dict(os.environ)
-    if args.agent_bin:
-        env["CAIRN_AGENT_BIN"] = args.agent_bin
-    if args.aggregator_bin:
-        env["CAIRN_AGGREGATOR_BIN"] = args.aggregator_bin
-    if args.cli_bin:
-        env["CAIRN_CLI_BIN"] = args.cli_bin
-    if args.bin_dir:
-        env["CAIRN_BIN_DIR"] = args.bin_dir
-    cdir = os.path.join(tmp, "cluster")
-
-    log(f"starting the cluster in {cdir}")
-    cluster("up", cdir, env, "--regions", ",".join(REGIONS), "--interval", str(INTERVAL),
-            "--account", ACCOUNTS[0])
-    cenv = read_env(os.path.join(cdir, "cluster.env"))
+    cl = t.cluster().up("--regions", ",".join(REGIONS), "--interval", str(INTERVAL),
+                        "--account", ACCOUNTS[0])
+    cenv = cl.cenv
     for key in ("CAIRN_BUCKET_DIR", "CAIRN_STORE_DIR", "CAIRN_AGGREGATOR_ENDPOINT", "CAIRN_AGENT_URLS",
                 "CAIRN_REGIONS", "CAIRN_AGGREGATOR_PID_FILE", "CAIRN_AGENT_PID_FILES"):
         failures.check(cenv.get(key), "cluster.env lacks a key", key)
     failures.check(cenv.get("CAIRN_REGIONS", "").split() == REGIONS, "cluster.env regions",
                    cenv.get("CAIRN_REGIONS"))
     agents = [Agent(u, r) for u, r in zip(cenv["CAIRN_AGENT_URLS"].split(), REGIONS)]
-    bucket = Bucket(cenv["CAIRN_BUCKET_DIR"])
+    bucket = cl.bucket
 
     plan = build_plan(gen, args.events, args.duplicates, args.invalid, args.fill)
     n_records = sum(len(p[2]) if p[0] == "valid" else 1 for p in plan)
@@ -525,14 +362,14 @@ def run(args, failures, tmp):
     for i, req in enumerate(plan):
         if i == kill_at:
             log(f"request {i}/{len(plan)}: SIGKILL the aggregator")
-            cluster("stop-aggregator", cdir, env, "--kill")
+            cl.ctl("stop-aggregator", "--kill")
             down_since = time.monotonic()
         if i == restart_at:
             # Stay down for at least two delivery windows.
             time.sleep(max(0.0, 2 * INTERVAL + 0.5 - (time.monotonic() - down_since)))
             log(f"request {i}/{len(plan)}: restarting the aggregator "
                 f"(down {time.monotonic() - down_since:.1f} s, {posted_while_down} records accepted meanwhile)")
-            cluster("start-aggregator", cdir, env)
+            cl.ctl("start-aggregator")
             down_since = None
         agent = agents[req[1]]
         if req[0] == "invalid":
@@ -613,7 +450,7 @@ def run(args, failures, tmp):
     time.sleep(SETTLE_SECS)
 
     # Everything still running?
-    failures.check(cluster("status", cdir, env, check=False) == 0, "a process of the cluster died",
+    failures.check(cl.ctl("status", check=False) == 0, "a process of the cluster died",
                    "see the logs")
 
     check_bucket(failures, bucket.scan(), accepted, fill_sent, never)
@@ -700,86 +537,15 @@ def check_bucket(failures, files, accepted, fill_sent, never):
                    f"{sorted(groups)}")
 
 
-def tail_logs(cdir, lines=40):
-    if not os.path.isdir(cdir):
-        return
-    for name in sorted(os.listdir(cdir)):
-        if name.endswith(".log"):
-            with open(os.path.join(cdir, name), errors="replace") as f:
-                content = f.read().splitlines()
-            print(f"---- last {lines} lines of {name} ----")
-            for line in content[-lines:]:
-                print(f"  {line}")
-
-
-def sanitizer_reports(cdir):
-    found = []
-    if os.path.isdir(cdir):
-        for name in sorted(os.listdir(cdir)):
-            if name.endswith(".log"):
-                with open(os.path.join(cdir, name), errors="replace") as f:
-                    for n, line in enumerate(f, 1):
-                        if SANITIZER_RE.search(line):
-                            found.append(f"{name}:{n}: {line.strip()[:200]}")
-    return found
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--agent-bin", help="path of cairn-agent (else found by local-cluster.sh)")
-    ap.add_argument("--aggregator-bin", help="path of cairn-aggregator")
-    ap.add_argument("--cli-bin", help="path of cairn (the CLI; makes the CURVE keys)")
-    ap.add_argument("--bin-dir", help="CAIRN_BIN_DIR for local-cluster.sh (a build directory)")
+    ap = argument_parser(__doc__)
     ap.add_argument("--events", type=int, default=20000, help="records posted, all kinds (default 20000)")
     ap.add_argument("--duplicates", type=int, default=2000, help="of which exact duplicates")
     ap.add_argument("--invalid", type=int, default=100, help="of which invalid, one per request")
     ap.add_argument("--fill", type=int, default=100, help="of the distinct ones, sent without eventID etc.")
     ap.add_argument("--seed", type=int, default=20240501)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = ap.parse_args()
-    for name in ("agent_bin", "aggregator_bin", "cli_bin", "bin_dir"):
-        if getattr(args, name):
-            setattr(args, name, os.path.abspath(getattr(args, name)))
-
-    failures = Failures()
-    tmp = tempfile.mkdtemp(prefix="cairn-spine-")
-    cdir = os.path.join(tmp, "cluster")
-    env = dict(os.environ)
-    for key, val in (("CAIRN_AGENT_BIN", args.agent_bin), ("CAIRN_AGGREGATOR_BIN", args.aggregator_bin),
-                     ("CAIRN_CLI_BIN", args.cli_bin), ("CAIRN_BIN_DIR", args.bin_dir)):
-        if val:
-            env[key] = val
-    crashed = None
-    try:
-        run(args, failures, tmp)
-    except Exception as e:  # noqa: BLE001 - report anything, then clean up
-        crashed = e
-        failures.add("the test could not run to the end", f"{type(e).__name__}: {e}")
-    finally:
-        if os.path.isdir(cdir):
-            log("stopping the cluster")
-            try:
-                cluster("down", cdir, env, check=False)
-            except Exception as e:  # noqa: BLE001
-                failures.add("local-cluster.sh down failed", str(e))
-            for f in os.listdir(cdir):
-                failures.check(not f.endswith(".pid"), "a pid file remains after down", f)
-    for report in sanitizer_reports(cdir):
-        failures.add("sanitizer report in a log", report)
-    if failures:
-        tail_logs(cdir)
-        failures.report()
-        if crashed is not None:
-            import traceback
-            traceback.print_exception(type(crashed), crashed, crashed.__traceback__)
-        print(f"FAILED (files kept in {tmp})")
-        return 1
-    if args.keep:
-        print(f"files kept in {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("PASS: integration_spine")
-    return 0
+    t = TestRun("integration_spine", parse_args(ap), "cairn-spine-", tail_lines=40)
+    return t.run(run, t)
 
 
 if __name__ == "__main__":

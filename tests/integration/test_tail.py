@@ -31,26 +31,22 @@ for us-east-1 and us-west-2, 2-second delivery interval) and:
 Standard library only. Exit 0 on success, 1 on failure. Loopback only.
 """
 
-import argparse
 import collections
-import gzip
-import http.client
 import json
 import os
 import random
 import re
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLUSTER = os.path.join(REPO, "deploy", "local-cluster.sh")
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # nothing written into the source tree
+from cairn_harness import Failures, log, request, run_test, scrape  # noqa: E402
+
 EAST, WEST = "us-east-1", "us-west-2"
 ACCOUNT = "111122223333"
 CHANNEL = f"arn:aws:cloudtrail:{EAST}:{ACCOUNT}:channel/tail-test"
@@ -59,62 +55,8 @@ KMS_LINES = 300
 KILLS = 8
 WEST_LINES = 20_000
 
-failures = []
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def check(ok, what):
-    if not ok:
-        failures.append(what)
-        log(f"FAIL: {what}")
-    return ok
-
-
-def run(cmd, env=None, timeout=120):
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-
-
-def request(url, method="GET", body=None, headers=None):
-    """Returns (status, body text, headers dict)."""
-    u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-    path = u.path + ("?" + u.query if u.query else "")
-    hdrs = dict(headers or {})
-    if body is not None:
-        hdrs.setdefault("Content-Type", "application/json")
-    conn.request(method, path or "/", body=body, headers=hdrs)
-    resp = conn.getresponse()
-    data = resp.read().decode(errors="replace")
-    out = (resp.status, data, {k.lower(): v for k, v in resp.getheaders()})
-    conn.close()
-    return out
-
-
-def scrape(base_url):
-    """{'name{labels}': value} of a Prometheus exposition, {} if unreachable."""
-    try:
-        status, text, _ = request(base_url + "/metrics")
-    except OSError:
-        return {}
-    samples = {}
-    if status == 200:
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                samples[name] = float(value)
-    return samples
-
-
-def wait_for(what, predicate, timeout, interval=0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return check(False, f"timed out after {timeout} s waiting for {what}")
+failures = Failures(echo=True)  # each failed check is also logged when it happens
+check, wait_for = failures.check, failures.wait_for
 
 
 def record(marker, source="s3.amazonaws.com", name="GetObject", event_id=None, read_only=True,
@@ -135,57 +77,12 @@ def line_of(rec):
     return (json.dumps(rec, separators=(",", ":")) + "\n").encode()
 
 
-class Cluster:
-    def __init__(self, work, env):
-        self.dir = os.path.join(work, "cluster")
-        self.env = env
-
-    def cmd(self, *args, check_rc=True):
-        out = run([CLUSTER, *args, "--dir", self.dir], self.env)
-        if check_rc and out.returncode != 0:
-            raise RuntimeError(f"local-cluster.sh {' '.join(args)}: {out.stdout}{out.stderr}")
-        return out
-
-    def conf_path(self, region):
-        return os.path.join(self.dir, f"agent-{region}.conf")
-
-    def set_keys(self, region, values):
-        """Rewrites KEY = ... lines of the agent's config (each key is unique)."""
-        path = self.conf_path(region)
-        text = open(path).read()
-        for key, value in values.items():
-            text, n = re.subn(rf"(?m)^{re.escape(key)}\s*=.*$", f"{key} = {value}", text)
-            if n != 1:
-                raise RuntimeError(f"{path}: key {key} found {n} times")
-        with open(path, "w") as f:
-            f.write(text)
-
-    def agent_pid(self, region):
-        return int(open(os.path.join(self.dir, f"agent-{region}.pid")).read())
-
-    def agent_log(self, region):
-        return open(os.path.join(self.dir, f"agent-{region}.log"), errors="replace").read()
-
-
-def bucket_records(bucket_dir):
-    out = []
-    for dirpath, _, files in os.walk(bucket_dir):
-        for name in files:
-            if not name.endswith(".json.gz"):
-                continue
-            try:
-                with open(os.path.join(dirpath, name), "rb") as f:
-                    doc = json.loads(gzip.decompress(f.read()))
-            except (OSError, EOFError, ValueError):
-                continue  # being written
-            out.extend(doc.get("Records", []))
-    return out
-
-
-def markers_in(bucket_dir):
+def markers_in(bucket):
+    """Counters of requestID (the test's marker) and of eventID in the bucket;
+    a file not yet readable (being written) is left out."""
     counts = collections.Counter()
     ids = collections.Counter()
-    for r in bucket_records(bucket_dir):
+    for r in bucket.records()[0]:
         counts[r.get("requestID")] += 1
         ids[r.get("eventID")] += 1
     return counts, ids
@@ -252,13 +149,13 @@ class Writer(threading.Thread):
         f.close()
 
 
-def phase_tail_under_kills(cl, work, agg_url, bucket_dir):
+def phase_tail_under_kills(cl, work, agg_url, bucket):
     logs = os.path.join(work, "logs")
     os.makedirs(logs)
-    cl.cmd("stop-agent", "--region", EAST)
-    cl.set_keys(EAST, {"paths": f"{logs}/*.jsonl", "poll_interval": "100ms",
+    cl.ctl("stop-agent", "--region", EAST)
+    cl.set_conf_keys(f"agent-{EAST}", {"paths": f"{logs}/*.jsonl", "poll_interval": "100ms",
                        "rotate_wait": "500ms", "exclude_event_sources": "kms.amazonaws.com"})
-    cl.cmd("start-agent", "--region", EAST)
+    cl.ctl("start-agent", "--region", EAST)
 
     plan, good, kms, bad = [], [], [], []
     rng = random.Random(11)
@@ -292,9 +189,9 @@ def phase_tail_under_kills(cl, work, agg_url, bucket_dir):
     rng = random.Random(5)
     while kills < KILLS:
         time.sleep(rng.uniform(0.5, 1.0))
-        cl.cmd("stop-agent", "--region", EAST, "--kill")
+        cl.ctl("stop-agent", "--region", EAST, "--kill")
         kills += 1
-        cl.cmd("start-agent", "--region", EAST)
+        cl.ctl("start-agent", "--region", EAST)
         log(f"phase 1: agent SIGKILLed and restarted ({kills}/{KILLS}); "
             f"{writer.good_written} good lines written")
     writer.join(timeout=400)
@@ -304,12 +201,12 @@ def phase_tail_under_kills(cl, work, agg_url, bucket_dir):
     log(f"phase 1: {stored():.0f} events stored")
 
     def all_delivered():
-        counts, _ = markers_in(bucket_dir)
+        counts, _ = markers_in(bucket)
         return all(counts.get(m, 0) >= 1 for m in good)
 
     wait_for("every good line in the bucket", all_delivered, 120, 2)
     time.sleep(3)  # one more delivery window, for late copies
-    counts, ids = markers_in(bucket_dir)
+    counts, ids = markers_in(bucket)
     missing = [m for m in good if counts.get(m, 0) == 0]
     twice = [m for m in good if counts.get(m, 0) > 1]
     check(not missing, f"{len(missing)} good lines missing from the bucket: {missing[:5]}")
@@ -318,7 +215,7 @@ def phase_tail_under_kills(cl, work, agg_url, bucket_dir):
     check(all(ids.get(e) == 1 for e in eids), "a given eventID is not in the bucket exactly once")
     check(not [m for m in counts if m and m.startswith("kms-")], "a kms event reached the bucket")
     check(not [m for m in counts if m and m.startswith("bad-")], "a bad line reached the bucket")
-    text = cl.agent_log(EAST)
+    text = cl.log_text(f"agent-{EAST}")
     check("bad line skipped" in text and re.search(r"audit\.jsonl:\d+: bad line skipped", text),
           "bad lines were not logged with file and line")
     check("tail: finished" in text, "the renamed file was not finished (agent log)")
@@ -331,7 +228,7 @@ def phase_tail_under_kills(cl, work, agg_url, bucket_dir):
 
 # --- phase 2: selectors end to end --------------------------------------------
 
-def phase_selectors(cl, east_url, bucket_dir, logs):
+def phase_selectors(cl, east_url, bucket, logs):
     before = scrape(east_url)
     tail_key = 'cairn_events_filtered_total{source="tail",reason="event_source"}'
     http_key = 'cairn_events_filtered_total{source="http",reason="event_source"}'
@@ -369,10 +266,10 @@ def phase_selectors(cl, east_url, bucket_dir, logs):
           f"http filtered {after.get(http_key, 0) - before.get(http_key, 0)}, expected 9")
 
     # SIGHUP: write_only drops readOnly events; the change is logged.
-    cl.set_keys(EAST, {"read_write": "write_only"})
-    os.kill(cl.agent_pid(EAST), signal.SIGHUP)
+    cl.set_conf_keys(f"agent-{EAST}", {"read_write": "write_only"})
+    os.kill(cl.pid(f"agent-{EAST}"), signal.SIGHUP)
     wait_for("the selector change in the log",
-             lambda: "selectors: read_write all -> write_only" in cl.agent_log(EAST), 10)
+             lambda: "selectors: read_write all -> write_only" in cl.log_text(f"agent-{EAST}"), 10)
     reads = [record(f"kms-read-{n}", read_only=True) for n in range(4)]  # "kms-": must not arrive
     writes = [record(f"sel-write-{n}", name="PutObject", read_only=False) for n in range(2)]
     status, body, _ = request(east_url + "/v1/events", "POST", json.dumps(reads + writes))
@@ -380,20 +277,20 @@ def phase_selectors(cl, east_url, bucket_dir, logs):
           f"after the reload a request answered {status} {body}")
     check(scrape(east_url).get(rw_key, 0) - before.get(rw_key, 0) == 4,
           "read_write filtering not counted")
-    cl.set_keys(EAST, {"read_write": "all"})
-    os.kill(cl.agent_pid(EAST), signal.SIGHUP)
+    cl.set_conf_keys(f"agent-{EAST}", {"read_write": "all"})
+    os.kill(cl.pid(f"agent-{EAST}"), signal.SIGHUP)
     wait_for("the selector change back in the log",
-             lambda: "selectors: read_write write_only -> all" in cl.agent_log(EAST), 10)
+             lambda: "selectors: read_write write_only -> all" in cl.log_text(f"agent-{EAST}"), 10)
 
     kept = [f"sel-tail-{n}" for n in range(10)] + [f"sel-http-{n}" for n in range(5)] + \
         ["sel-audit-1", "sel-write-0", "sel-write-1"]
 
     def arrived():
-        counts, _ = markers_in(bucket_dir)
+        counts, _ = markers_in(bucket)
         return all(counts.get(m, 0) >= 1 for m in kept)
 
     wait_for("the kept selector events in the bucket", arrived, 60, 1)
-    counts, _ = markers_in(bucket_dir)
+    counts, _ = markers_in(bucket)
     check(all(counts.get(m) == 1 for m in kept), "a kept selector event is not there once")
     check(not [m for m in counts if m and m.startswith("kms-")], "a filtered event reached the bucket")
     log("phase 2: selectors filtered and counted on both paths; reload applied")
@@ -401,15 +298,15 @@ def phase_selectors(cl, east_url, bucket_dir, logs):
 
 # --- phase 3: a full spool pauses the tail --------------------------------------
 
-def phase_spool_full(cl, work, west_url, agg_url, bucket_dir):
+def phase_spool_full(cl, work, west_url, agg_url, bucket):
     west_logs = os.path.join(work, "west")
     os.makedirs(west_logs)
-    cl.cmd("stop-agent", "--region", WEST)
+    cl.ctl("stop-agent", "--region", WEST)
     shutil.rmtree(os.path.join(cl.dir, f"agent-{WEST}"))
-    cl.set_keys(WEST, {"map_size": "2M", "paths": f"{west_logs}/*.jsonl",
+    cl.set_conf_keys(f"agent-{WEST}", {"map_size": "2M", "paths": f"{west_logs}/*.jsonl",
                        "poll_interval": "100ms"})
-    cl.cmd("stop-aggregator")
-    cl.cmd("start-agent", "--region", WEST)
+    cl.ctl("stop-aggregator")
+    cl.ctl("start-agent", "--region", WEST)
     markers = [f"west-{n:05d}" for n in range(WEST_LINES)]
     with open(os.path.join(west_logs, "a.jsonl"), "wb") as f:
         for m in markers:
@@ -427,7 +324,7 @@ def phase_spool_full(cl, work, west_url, agg_url, bucket_dir):
     log(f"phase 3: tail paused after {spooled:.0f} of {WEST_LINES} lines; POST got 503")
     check(0 < spooled < WEST_LINES, f"the tail spooled {spooled} lines into a 2M spool")
 
-    cl.cmd("start-aggregator")
+    cl.ctl("start-aggregator")
 
     def west_stored():
         return scrape(agg_url).get(
@@ -440,73 +337,34 @@ def phase_spool_full(cl, work, west_url, agg_url, bucket_dir):
     want = markers + [f"west-http-{n}" for n in range(50)]
 
     def arrived():
-        counts, _ = markers_in(bucket_dir)
+        counts, _ = markers_in(bucket)
         return all(counts.get(x, 0) >= 1 for x in want)
 
     wait_for("every west line in the bucket", arrived, 120, 2)
     time.sleep(3)
-    counts, _ = markers_in(bucket_dir)
+    counts, _ = markers_in(bucket)
     missing = [x for x in want if counts.get(x, 0) == 0]
     twice = [x for x in want if counts.get(x, 0) > 1]
     check(not missing, f"{len(missing)} west events missing: {missing[:5]}")
     check(not twice, f"{len(twice)} west events more than once: {twice[:5]}")
-    check("tail: spool full; paused" in cl.agent_log(WEST) and
-          "tail: spool has room again; resuming" in cl.agent_log(WEST),
+    check("tail: spool full; paused" in cl.log_text(f"agent-{WEST}") and
+          "tail: spool has room again; resuming" in cl.log_text(f"agent-{WEST}"),
           "the pause and resume were not logged")
     log(f"phase 3: all {WEST_LINES} tailed lines and the retried request arrived exactly once")
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--agent-bin", required=True)
-    parser.add_argument("--aggregator-bin", required=True)
-    parser.add_argument("--cli-bin", required=True)
-    args = parser.parse_args()
-    env = dict(os.environ, CAIRN_AGENT_BIN=args.agent_bin, CAIRN_AGGREGATOR_BIN=args.aggregator_bin,
-               CAIRN_CLI_BIN=args.cli_bin)
-    work = tempfile.mkdtemp(prefix="cairn-tail-")
-    cl = Cluster(work, env)
-    try:
-        up = run([CLUSTER, "up", "--dir", cl.dir, "--regions", f"{EAST},{WEST}",
-                  "--interval", "2"], env)
-        if not check(up.returncode == 0, f"cluster up failed: {up.stdout}{up.stderr}"):
-            return 1
-        conf = {}
-        for line in open(os.path.join(cl.dir, "cluster.env")):
-            if "=" in line and not line.startswith("#"):
-                k, v = line.strip().split("=", 1)
-                conf[k] = v.strip('"')
-        east_url, west_url = conf["CAIRN_AGENT_URLS"].split()
-        agg_url = conf["CAIRN_AGGREGATOR_HEALTH_URL"].rsplit("/health", 1)[0]
-        bucket_dir = conf["CAIRN_BUCKET_DIR"]
-        started = time.time()
-        logs = phase_tail_under_kills(cl, work, agg_url, bucket_dir)
-        log(f"phase 1 took {time.time() - started:.0f} s")
-        if not failures:
-            phase_selectors(cl, east_url, bucket_dir, logs)
-        if not failures:
-            phase_spool_full(cl, work, west_url, agg_url, bucket_dir)
-    except Exception as e:  # noqa: BLE001 - reported as a failure
-        check(False, f"test error: {e!r}")
-    finally:
-        down = run([CLUSTER, "down", "--dir", cl.dir], env)
-        for name in os.listdir(cl.dir) if os.path.isdir(cl.dir) else []:
-            if name.endswith(".log"):
-                text = open(os.path.join(cl.dir, name), errors="replace").read()
-                check(not SANITIZER_RE.search(text), f"sanitizer report in {name}")
-                if failures:
-                    print(f"---- {name} (tail)\n" + "\n".join(text.splitlines()[-25:]))
-        check(down.returncode == 0, f"cluster down failed: {down.stderr}")
-        if not failures:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            log(f"kept {work} for inspection")
-    if failures:
-        log(f"{len(failures)} check(s) failed")
-        return 1
-    log("PASS: integration_tail")
-    return 0
+def scenario(t):
+    cl = t.cluster().up("--regions", f"{EAST},{WEST}", "--interval", "2")
+    east_url, west_url = cl.agent_urls
+    started = time.time()
+    logs = phase_tail_under_kills(cl, t.tmp, cl.agg_url, cl.bucket)
+    log(f"phase 1 took {time.time() - started:.0f} s")
+    if not failures:
+        phase_selectors(cl, east_url, cl.bucket, logs)
+    if not failures:
+        phase_spool_full(cl, t.tmp, west_url, cl.agg_url, cl.bucket)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_test("integration_tail", "cairn-tail-", scenario, __doc__, bins_required=True,
+                      failures=failures, tail_lines=25))
