@@ -9,16 +9,34 @@
  *   a bare array of records or the {"Records":[...]} wrapper (only the first
  *   key is looked at: "Records" holding an array means the wrapper), and
  *   rejects what is none of these;
- * - the record, from its '{' to its '}': re-emits every token through yajl_gen
- *   (compact, strings re-escaped, numbers as their original text), checks the
- *   top-level fields cairn reads, copies the indexed strings, and at the
- *   closing '}' appends the missing fields before closing the object.
+ * - the record, from its '{' to its '}': writes every token again as
+ *   compact JSON (strings escaped as yajl_gen escapes them, numbers as their
+ *   original text), checks the top-level fields cairn reads, copies the
+ *   indexed strings, and at the closing '}' appends the missing fields
+ *   before closing the object.
  *
  * So a body is parsed once, never copied, and each record reaches the caller's
  * callback as soon as its '}' is read. Record sizes come from
  * yajl_get_bytes_consumed(): a record that grows past EVENT_MAX_RECORD_BYTES
- * stops being re-emitted and indexed (its tokens are only counted until its
+ * stops being written and indexed (its tokens are only counted until its
  * end, so the error can give its size), which bounds the output buffer.
+ *
+ * Verbatim records: most records arrive compact, and then writing them again
+ * only reproduces their bytes. So while a record's bytes are exactly what
+ * would be written, nothing is written: each token only checks that the
+ * input bytes since the previous token (yajl_get_bytes_consumed() marks
+ * token ends) have the length of the token's canonical text with its ','
+ * or ':'. That length test is exact because, for every character of a string,
+ * its canonical form is its shortest JSON form (yajl rejects raw control
+ * characters, and a "\/" or "\u00e9" is longer than "/" or the UTF-8 of é),
+ * and whitespace only adds bytes: equal lengths mean equal bytes, but for
+ * the case of hex digits in a "\u001f", which is why a string holding such
+ * a character is always written. So the JSON is byte for byte what writing
+ * would give, as it was when yajl_gen wrote it. The first token
+ * that fails the test copies the input read so far (canonical, by the test)
+ * and writing goes on from there; at the '}' a record still verbatim is
+ * copied in one memcpy, the missing fields written after it. The parse and
+ * every check are the same either way; only the writing is skipped.
  *
  * Memory, so that the hot path does not allocate after warm-up:
  * - yajl 2.1 cannot reset a parse handle, so each call allocates one. Its
@@ -26,16 +44,19 @@
  *   next yajl_alloc (yajl_free has then released everything). What does not
  *   fit spills to cairn_malloc and makes the next reset grow the arena, so
  *   after a few similar records no call reaches malloc.
- * - The yajl_gen handle lives as long as the parser; yajl_gen_clear keeps its
- *   buffer. It uses cairn_malloc, so its growth is counted.
+ * - The record's JSON goes to one buffer of EVENT_MAX_RECORD_BYTES plus room
+ *   for the filled fields, allocated once. It cannot overflow: a token's
+ *   canonical text is no longer than its input text (see above), the tokens
+ *   written all end within EVENT_MAX_RECORD_BYTES of the record's '{', and
+ *   the room for the filled fields is computed from the defaults.
  * - Indexed strings are copied into one buffer of EVENT_MAX_RECORD_BYTES + 1
  *   bytes, allocated once. It cannot overflow: each copied string, with its
  *   NUL, is no longer than its quoted JSON text inside the record (decoding
  *   escapes only shrinks text), and the record is at most that many bytes
  *   (checked before a token is used).
  *
- * Strings of the Event point into that buffer, into the gen buffer (json),
- * or into fixed fields of the parser: all valid until the next call.
+ * Strings of the Event point into those buffers or into fixed fields of the
+ * parser: all valid until the next call.
  *
  * THREADS: a parser belongs to one thread. There is no global mutable state;
  * the tables below are constant.
@@ -51,7 +72,6 @@
 #include <string.h>
 
 #include <openssl/rand.h>
-#include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
 #include "cairn_log.h"
@@ -59,7 +79,7 @@
 #include "cairn_time.h"
 
 #define EVENT_MAX_RESOURCES    64          /* resources kept in the index; the JSON keeps all */
-#define EVENT_MAX_DEPTH        127         /* open objects/arrays in a record; yajl_gen's limit */
+#define EVENT_MAX_DEPTH        127         /* open objects/arrays in a record (event.h) */
 #define ARENA_ALIGN_BYTES      16          /* alignment of every arena allocation */
 #define ARENA_HEADER_BYTES     16          /* size_t length before each allocation, padded */
 #define ARENA_INITIAL_BYTES    (16 * 1024) /* enough for yajl's handle, lexer and stacks */
@@ -148,10 +168,10 @@ typedef enum {
 struct event_parser {
     char *region;                 /* default awsRegion (owned) */
     char *account_id;             /* default recipientAccountId, maybe "" (owned) */
-    yajl_alloc_funcs heap_funcs;  /* cairn_malloc for the long-lived yajl_gen */
     yajl_alloc_funcs arena_funcs; /* the arena, for the per-call parse handle */
     arena_t arena;                /* backs yajl_handle */
-    yajl_gen gen;                 /* compact output of the current record */
+    char *json;                   /* the current record's compact JSON */
+    size_t json_cap;              /* size of json: EVENT_MAX_RECORD_BYTES + fill room */
     yajl_handle yajl;             /* parse handle of the current call, else NULL */
     char *strings;                /* indexed strings, EVENT_MAX_RECORD_BYTES + 1 bytes */
     size_t strings_used;          /* bytes of strings used by the current record */
@@ -163,6 +183,7 @@ struct event_parser {
 
     /* The current call. */
     bool is_body;        /* parse_body rather than parse */
+    const char *text;    /* the input */
     event_record_fn *fn; /* parse_body's callback */
     void *fn_ctx;        /* its context */
     char *err;           /* caller's message buffer, may be NULL */
@@ -186,6 +207,11 @@ struct event_parser {
     int nested_key;        /* index in s_user_keys or s_resource_keys, or -1 */
     unsigned seen_nested;  /* bit per nested key met in the current object */
     size_t resource_count; /* objects seen in resources */
+    size_t token_end;      /* input offset just past the current token */
+    size_t json_len;       /* bytes of json written */
+    char separator;        /* ',' or ':' owed before the next key or value, or 0 */
+    bool is_verbatim;      /* the input so far is the JSON: nothing written yet */
+    size_t verbatim_end;   /* while is_verbatim: input offset the JSON runs to */
 };
 
 #define FIELD(name, type, kind, offset)                                                            \
@@ -234,22 +260,7 @@ static const nested_key_t s_resource_keys[] = {
 static const Cairn__Event s_empty_event = CAIRN__EVENT__INIT;
 static const Cairn__Resource s_empty_resource = CAIRN__RESOURCE__INIT;
 
-/* ---- allocators given to yajl ---- */
-
-static void *s_heap_malloc(void *ctx, size_t n)
-{
-    return cairn_malloc(n);
-}
-
-static void *s_heap_realloc(void *ctx, void *p, size_t n)
-{
-    return cairn_realloc(p, n);
-}
-
-static void s_heap_free(void *ctx, void *p)
-{
-    free(p);
-}
+/* ---- the allocator given to yajl ---- */
 
 static size_t s_round_up(size_t n, size_t to)
 {
@@ -359,58 +370,141 @@ static const char *s_token_kind(const token_t *tok)
     return kinds[tok->type];
 }
 
-static int s_gen_status(event_parser_t *self, yajl_gen_status status)
+/* ---- the record's JSON ---- */
+
+/* How yajl_gen escapes each byte of a string, so that the JSON is what it
+ * was when yajl_gen wrote it: 0 as it is, 'u' as \u00XX, else '\' and this. */
+static const char s_escapes[256] = {
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
+    ['"'] = '"', ['\\'] = '\\',
+};
+
+/* Length of the escaped text of a string, without its quotes, or SIZE_MAX
+ * if it holds a character escaped as \u00XX: the input may write those hex
+ * digits in lower case, so such a string is always written. */
+static size_t s_escaped_len(const unsigned char *text, size_t len)
 {
-    /* EVENT_MAX_DEPTH keeps yajl_gen within its limit and every token comes
-     * from a valid parse, so this only reports a broken invariant. */
-    return status == yajl_gen_status_ok
-               ? 0
-               : s_fail(self, true, "cannot re-encode the record (yajl_gen status %d)", status);
+    size_t out = len;
+    for (size_t i = 0; i < len && out != SIZE_MAX; i++)
+        out = s_escapes[text[i]] == 0 ? out : s_escapes[text[i]] == 'u' ? SIZE_MAX : out + 1;
+    return out;
 }
 
-/* ---- the record ---- */
-
-static int s_emit(event_parser_t *self, const token_t *tok)
+static void s_write(event_parser_t *self, const void *data, size_t len)
 {
-    yajl_gen_status status = yajl_gen_status_ok;
+    assert(self->json_len + len <= self->json_cap); /* see DESIGN for why it fits */
+    memcpy(self->json + self->json_len, data, len);
+    self->json_len += len;
+}
+
+/* Writes a string quoted and escaped. */
+static void s_write_string(event_parser_t *self, const unsigned char *text, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t run = 0; /* start of the bytes not yet written */
+    s_write(self, "\"", 1);
+    for (size_t i = 0; i < len; i++) {
+        char escape = s_escapes[text[i]];
+        if (escape) {
+            char seq[6] = {'\\', escape, '0', '0', hex[text[i] >> 4], hex[text[i] & 0x0f]};
+            s_write(self, text + run, i - run);
+            s_write(self, seq, escape == 'u' ? 6 : 2);
+            run = i + 1;
+        }
+    }
+    s_write(self, text + run, len - run);
+    s_write(self, "\"", 1);
+}
+
+/* Whether the input since the previous token is tok's canonical text with
+ * sep_len bytes of separator before it. */
+static bool s_is_canonical(const event_parser_t *self, const token_t *tok, size_t sep_len)
+{
+    size_t span = self->token_end - self->verbatim_end;
     switch (tok->type) {
     case TOK_NULL:
-        status = yajl_gen_null(self->gen);
-        break;
+        return span == sep_len + 4;
     case TOK_BOOL:
-        status = yajl_gen_bool(self->gen, tok->boolean);
-        break;
+        return span == sep_len + (tok->boolean ? 4 : 5);
     case TOK_NUMBER:
-        status = yajl_gen_number(self->gen, (const char *)tok->text, tok->len);
-        break;
+        return span == sep_len + tok->len;
     case TOK_STRING:
     case TOK_KEY:
-        status = yajl_gen_string(self->gen, tok->text, tok->len);
-        break;
-    case TOK_MAP_START:
-        status = yajl_gen_map_open(self->gen);
-        break;
-    case TOK_MAP_END:
-        status = yajl_gen_map_close(self->gen);
-        break;
-    case TOK_ARRAY_START:
-        status = yajl_gen_array_open(self->gen);
-        break;
-    case TOK_ARRAY_END:
-        status = yajl_gen_array_close(self->gen);
-        break;
+        /* Without escapes in the input the first test decides; the scan is
+         * for strings that have some. */
+        return span == sep_len + 2 + tok->len ||
+               (span > sep_len + 2 + tok->len &&
+                span - sep_len - 2 == s_escaped_len(tok->text, tok->len));
+    default:
+        return span == sep_len + 1;
     }
-    return s_gen_status(self, status);
 }
 
-static int s_emit_pair(event_parser_t *self, const char *key, const char *value)
+/* Ends the verbatim run: writes the input read so far, which is canonical. */
+static void s_stop_verbatim(event_parser_t *self)
 {
-    int rc =
-        s_gen_status(self, yajl_gen_string(self->gen, (const unsigned char *)key, strlen(key)));
-    if (rc == 0)
-        rc = s_gen_status(self,
-                          yajl_gen_string(self->gen, (const unsigned char *)value, strlen(value)));
-    return rc;
+    if (self->is_verbatim) {
+        self->is_verbatim = false;
+        s_write(self, self->text + self->record_start, self->verbatim_end - self->record_start);
+    }
+}
+
+/* Writes tok with the separator it needs, or checks that the input already
+ * holds exactly that (see "Verbatim records" in DESIGN). */
+static void s_emit(event_parser_t *self, const token_t *tok)
+{
+    bool is_close = tok->type == TOK_MAP_END || tok->type == TOK_ARRAY_END;
+    char sep = is_close ? 0 : self->separator;
+    if (self->is_verbatim && s_is_canonical(self, tok, sep != 0))
+        self->verbatim_end = self->token_end;
+    else {
+        s_stop_verbatim(self);
+        if (sep)
+            s_write(self, &sep, 1);
+        switch (tok->type) {
+        case TOK_NULL:
+            s_write(self, "null", 4);
+            break;
+        case TOK_BOOL:
+            s_write(self, tok->boolean ? "true" : "false", tok->boolean ? 4 : 5);
+            break;
+        case TOK_NUMBER:
+            s_write(self, tok->text, tok->len);
+            break;
+        case TOK_STRING:
+        case TOK_KEY:
+            s_write_string(self, tok->text, tok->len);
+            break;
+        case TOK_MAP_START:
+            s_write(self, "{", 1);
+            break;
+        case TOK_MAP_END:
+            s_write(self, "}", 1);
+            break;
+        case TOK_ARRAY_START:
+            s_write(self, "[", 1);
+            break;
+        case TOK_ARRAY_END:
+            s_write(self, "]", 1);
+            break;
+        }
+    }
+    self->separator = tok->type == TOK_KEY                                       ? ':'
+                      : tok->type == TOK_MAP_START || tok->type == TOK_ARRAY_START ? 0
+                                                                                   : ',';
+}
+
+/* Writes "key":"value" after what the record holds (never verbatim). */
+static void s_emit_pair(event_parser_t *self, const char *key, const char *value)
+{
+    s_stop_verbatim(self);
+    if (self->separator)
+        s_write(self, &self->separator, 1);
+    s_write_string(self, (const unsigned char *)key, strlen(key));
+    s_write(self, ":", 1);
+    s_write_string(self, (const unsigned char *)value, strlen(value));
+    self->separator = ',';
 }
 
 /* Copies a string of the record into self->strings (see DESIGN for why it fits). */
@@ -455,9 +549,11 @@ static int s_record_begin(event_parser_t *self, size_t start)
     self->nested_key = -1;
     self->resource_count = 0;
     self->strings_used = 0;
-    yajl_gen_reset(self->gen, NULL);
-    yajl_gen_clear(self->gen);
-    return s_gen_status(self, yajl_gen_map_open(self->gen));
+    self->json_len = 0;
+    self->separator = 0;
+    self->is_verbatim = true;
+    self->verbatim_end = start + 1; /* the '{' */
+    return 0;
 }
 
 static int s_top_string(event_parser_t *self, field_t field, const token_t *tok)
@@ -589,7 +685,7 @@ static int s_record_value(event_parser_t *self, const token_t *tok)
     else if (self->record_depth == 3 && self->container == CONTAINER_RESOURCES)
         rc = s_nested_value(self, s_resource_keys, resource, tok, "resources", index);
     if (rc == 0)
-        rc = s_emit(self, tok);
+        s_emit(self, tok);
     return rc;
 }
 
@@ -604,7 +700,7 @@ static int s_record_key(event_parser_t *self, const token_t *tok)
         rc = s_nested_key(self, s_resource_keys, COUNT_OF(s_resource_keys), tok, "resources",
                           self->resource_count - 1);
     if (rc == 0)
-        rc = s_emit(self, tok);
+        s_emit(self, tok);
     return rc;
 }
 
@@ -623,37 +719,35 @@ static int s_record_open(event_parser_t *self, const token_t *tok)
 }
 
 /* Appends what the record lacks, in the documented order. */
-static int s_fill(event_parser_t *self)
+static void s_fill(event_parser_t *self)
 {
     Cairn__Event *out = self->out;
     unsigned seen = self->seen_fields;
-    int rc = 0;
     if (!(seen & 1u << FIELD_EVENT_VERSION))
-        rc = s_emit_pair(self, "eventVersion", EVENT_VERSION_DEFAULT);
-    if (rc == 0 && !(seen & 1u << FIELD_EVENT_ID)) {
+        s_emit_pair(self, "eventVersion", EVENT_VERSION_DEFAULT);
+    if (!(seen & 1u << FIELD_EVENT_ID)) {
         event_uuid_v4(self->event_id);
         out->event_id = self->event_id;
-        rc = s_emit_pair(self, "eventID", self->event_id);
+        s_emit_pair(self, "eventID", self->event_id);
     }
-    if (rc == 0 && !(seen & 1u << FIELD_EVENT_TIME)) {
+    if (!(seen & 1u << FIELD_EVENT_TIME)) {
         /* Whole seconds, as CloudTrail writes them, so that the index holds
          * exactly what the JSON says. */
         int64_t now_ms = cairn_time_now_ms();
         out->event_time_ms = now_ms - now_ms % 1000;
         cairn_time_format_iso8601(out->event_time_ms, self->event_time);
-        rc = s_emit_pair(self, "eventTime", self->event_time);
+        s_emit_pair(self, "eventTime", self->event_time);
     }
-    if (rc == 0 && !(seen & 1u << FIELD_AWS_REGION)) {
+    if (!(seen & 1u << FIELD_AWS_REGION)) {
         out->aws_region = self->region;
-        rc = s_emit_pair(self, "awsRegion", self->region);
+        s_emit_pair(self, "awsRegion", self->region);
     }
-    if (rc == 0 && !(seen & 1u << FIELD_EVENT_TYPE))
-        rc = s_emit_pair(self, "eventType", EVENT_TYPE_DEFAULT);
-    if (rc == 0 && !(seen & 1u << FIELD_RECIPIENT_ACCOUNT_ID) && self->account_id[0]) {
+    if (!(seen & 1u << FIELD_EVENT_TYPE))
+        s_emit_pair(self, "eventType", EVENT_TYPE_DEFAULT);
+    if (!(seen & 1u << FIELD_RECIPIENT_ACCOUNT_ID) && self->account_id[0]) {
         out->recipient_account_id = self->account_id;
-        rc = s_emit_pair(self, "recipientAccountId", self->account_id);
+        s_emit_pair(self, "recipientAccountId", self->account_id);
     }
-    return rc;
 }
 
 /* The record's closing '}'. */
@@ -669,16 +763,12 @@ static int s_record_end(event_parser_t *self)
         rc = s_fail(self, true, "missing required field eventName");
     else if (!(self->seen_fields & 1u << FIELD_EVENT_SOURCE))
         rc = s_fail(self, true, "missing required field eventSource");
-    if (rc == 0)
-        rc = s_fill(self);
-    if (rc == 0)
-        rc = s_gen_status(self, yajl_gen_map_close(self->gen));
     if (rc == 0) {
-        const unsigned char *json;
-        size_t len;
-        yajl_gen_get_buf(self->gen, &json, &len);
-        out->json.data = (uint8_t *)json;
-        out->json.len = len;
+        s_fill(self);
+        s_emit(self, &(token_t){.type = TOK_MAP_END});
+        s_stop_verbatim(self);
+        out->json.data = (uint8_t *)self->json;
+        out->json.len = self->json_len;
         out->n_resources =
             self->resource_count < EVENT_MAX_RESOURCES ? self->resource_count : EVENT_MAX_RESOURCES;
         out->resources = out->n_resources ? self->resource_ptrs : NULL;
@@ -703,7 +793,7 @@ static int s_record_close(event_parser_t *self, const token_t *tok)
         if (self->record_depth == 1)
             self->container = CONTAINER_NONE;
         if (!self->is_oversize)
-            rc = s_emit(self, tok);
+            s_emit(self, tok);
     }
     return rc;
 }
@@ -711,8 +801,9 @@ static int s_record_close(event_parser_t *self, const token_t *tok)
 static int s_record_token(event_parser_t *self, const token_t *tok)
 {
     int rc = 0;
+    self->token_end = yajl_get_bytes_consumed(self->yajl);
     /* Written as a sum: inside yajl_complete_parse the count restarts from 0. */
-    if (yajl_get_bytes_consumed(self->yajl) > self->record_start + EVENT_MAX_RECORD_BYTES)
+    if (self->token_end > self->record_start + EVENT_MAX_RECORD_BYTES)
         self->is_oversize = true;
     switch (tok->type) {
     case TOK_MAP_START:
@@ -876,6 +967,7 @@ static long s_run(event_parser_t *self, const char *text, size_t len)
     /* Defaults kept on purpose: UTF-8 validated, no comments, one value,
      * no trailing garbage, no partial values. */
     self->yajl = yajl_alloc(&s_callbacks, &self->arena_funcs, self);
+    self->text = text;
     self->has_err = false;
     self->envelope = ENVELOPE_START;
     self->is_wrapped = false;
@@ -912,12 +1004,15 @@ event_parser_t *event_parser_new(const event_defaults_t *defaults)
         self = cairn_calloc(1, sizeof *self);
         self->region = cairn_strdup(defaults->region);
         self->account_id = cairn_strdup(defaults->account_id ? defaults->account_id : "");
-        self->heap_funcs = (yajl_alloc_funcs){s_heap_malloc, s_heap_realloc, s_heap_free, self};
         self->arena_funcs =
             (yajl_alloc_funcs){s_arena_malloc, s_arena_realloc, s_arena_free, &self->arena};
         self->arena.block = cairn_malloc(ARENA_INITIAL_BYTES);
         self->arena.cap_bytes = ARENA_INITIAL_BYTES;
-        self->gen = yajl_gen_alloc(&self->heap_funcs);
+        /* Room for the filled fields: their keys and fixed values, and the
+         * defaults escaped at worst (6 bytes a byte). */
+        self->json_cap = EVENT_MAX_RECORD_BYTES + 256 +
+                         6 * (strlen(self->region) + strlen(self->account_id));
+        self->json = cairn_malloc(self->json_cap);
         self->strings = cairn_malloc(EVENT_MAX_RECORD_BYTES + 1);
         self->event = s_empty_event;
         for (size_t i = 0; i < EVENT_MAX_RESOURCES; i++) {
@@ -932,8 +1027,7 @@ void event_parser_destroy(event_parser_t **self_p)
 {
     if (self_p && *self_p) {
         event_parser_t *self = *self_p;
-        if (self->gen)
-            yajl_gen_free(self->gen);
+        cairn_free(&self->json);
         cairn_free(&self->strings);
         cairn_free(&self->arena.block);
         cairn_free(&self->account_id);

@@ -614,6 +614,166 @@ static void error_buffer_may_be_small_or_absent(void **state)
     event_parser_destroy(&parser);
 }
 
+/* ---- records copied as they are ---- */
+
+/* in with a space after every '{', '[', ',' and ':' outside strings: the
+ * same record, which the parser must write again rather than copy. */
+static char *spaced(const char *in)
+{
+    char *out = cairn_malloc(2 * strlen(in) + 1), *o = out;
+    int in_string = 0;
+    for (const char *p = in; *p; p++) {
+        *o++ = *p;
+        if (in_string && *p == '\\')
+            *o++ = *++p;
+        else if (*p == '"')
+            in_string = !in_string;
+        else if (!in_string && strchr("{[,:", *p))
+            *o++ = ' ';
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Parses json and checks that the event's JSON is expected. */
+static void assert_json_out(event_parser_t *parser, const char *json, const char *expected)
+{
+    Cairn__Event ev;
+    char err[256] = "";
+    assert_int_equal(parse(parser, json, &ev, err, sizeof err), 0);
+    char *out = json_of(&ev);
+    assert_string_equal(out, expected);
+    free(out);
+}
+
+#define COMPLETE                                                                                   \
+    "\"eventVersion\":\"1.11\",\"eventID\":\"c0d4e2b8-1a3f-4b6c-8d9e-2f7a5b3c1e04\","              \
+    "\"eventTime\":\"2025-03-04T10:02:37Z\",\"eventName\":\"GetObject\","                          \
+    "\"eventSource\":\"s3.amazonaws.com\",\"awsRegion\":\"eu-west-1\","                            \
+    "\"eventType\":\"AwsApiCall\",\"recipientAccountId\":\"111122223333\""
+
+/* Records that need nothing filled and are already compact, with every
+ * escape written as the parser writes it: the JSON is the input. */
+static const char *const CANONICAL_RECORDS[] = {
+    "{" COMPLETE "}",
+    "{" COMPLETE ",\"userAgent\":\"q\\\"b\\\\s\\n\\t\\r\\b\\f\\u0001\\u001F\"}",
+    "{\"userAgent\":\"Ren\xc3\xa9 \xc3\xbc \xe2\x82\xac \xf0\x9f\x98\x80 \x7f\"," COMPLETE "}",
+    "{" COMPLETE ",\"requestParameters\":{\"a\":{\"b\":[1,-0.5,1e3,1.0E+2,"
+    "12345678901234567890123,true,false,null,{},[],[{}],{\"c\":[]}]},\"k\\\"ey\":\"\"}}",
+    "{" COMPLETE ",\"userIdentity\":{\"type\":\"IAMUser\",\"userName\":\"a\\\\b\"},"
+    "\"resources\":[{\"ARN\":\"arn:aws:s3:::b/k\",\"type\":\"AWS::S3::Object\"}]}",
+    "{" COMPLETE ",\"nul\":\"a\\u0000b\",\"empty\":{},\"list\":[[[[]]]]}",
+};
+
+static void compact_records_are_copied_as_they_are(void **state)
+{
+    event_parser_t *parser = new_parser("111122223333");
+    for (size_t i = 0; i < sizeof CANONICAL_RECORDS / sizeof *CANONICAL_RECORDS; i++) {
+        const char *record = CANONICAL_RECORDS[i];
+        /* Copied, and the same bytes as when written again from tokens. */
+        assert_json_out(parser, record, record);
+        char *slow = spaced(record);
+        assert_json_out(parser, slow, record);
+        free(slow);
+    }
+    char *fast = compact(RUN_INSTANCES);
+    assert_json_out(parser, fast, fast);
+    assert_json_out(parser, RUN_INSTANCES, fast);
+    free(fast);
+    event_parser_destroy(&parser);
+}
+
+static void other_spellings_are_written_canonically(void **state)
+{
+    event_parser_t *parser = new_parser("111122223333");
+    /* Same meaning, other bytes: escapes JSON allows but the parser does
+     * not write, lower-case hex, whitespace. Each comes out as the
+     * canonical record, whether the odd part is first, inside or last. */
+    static const char *const cases[][2] = {
+        {"\"a\":\"\\/\"", "\"a\":\"/\""},
+        {"\"a\":\"\\u00e9\\u00E9\"", "\"a\":\"\xc3\xa9\xc3\xa9\""},
+        {"\"a\":\"\\u001f\"", "\"a\":\"\\u001F\""},
+        {"\"a\":\"\\u000a\"", "\"a\":\"\\n\""},
+        {"\"a\":\"\\ud83d\\ude00\"", "\"a\":\"\xf0\x9f\x98\x80\""},
+        {"\"a\" : [ 1 , {\"b\" :true} ]", "\"a\":[1,{\"b\":true}]"},
+        {"\"a\":{\"k\\u0065y\":null}", "\"a\":{\"key\":null}"},
+    };
+    char in[512], expected[512];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(in, sizeof in, "{%s," COMPLETE "}", cases[i][0]);
+        snprintf(expected, sizeof expected, "{%s," COMPLETE "}", cases[i][1]);
+        assert_json_out(parser, in, expected);
+        snprintf(in, sizeof in, "{" COMPLETE ",%s}", cases[i][0]);
+        snprintf(expected, sizeof expected, "{" COMPLETE ",%s}", cases[i][1]);
+        assert_json_out(parser, in, expected);
+        /* The canonical record is itself copied as it is. */
+        assert_json_out(parser, expected, expected);
+    }
+    assert_json_out(parser, "{" COMPLETE " }", "{" COMPLETE "}");
+    assert_json_out(parser, "{ " COMPLETE "}", "{" COMPLETE "}");
+    /* A CANONICAL_RECORDS record with its resource ARN written "b\/k". */
+    assert_json_out(parser,
+                    "{" COMPLETE ",\"userIdentity\":{\"type\":\"IAMUser\",\"userName\":\"a\\\\b\"},"
+                    "\"resources\":[{\"ARN\":\"arn:aws:s3:::b\\/k\","
+                    "\"type\":\"AWS::S3::Object\"}]}",
+                    CANONICAL_RECORDS[4]);
+    event_parser_destroy(&parser);
+}
+
+static void compact_records_still_get_their_fills(void **state)
+{
+    event_parser_t *parser = new_parser("111122223333");
+    /* Lacking eventVersion, awsRegion, eventType and recipientAccountId:
+     * the record's bytes, then the filled fields. */
+    const char *partial = "{\"eventID\":\"x\",\"eventTime\":\"2025-03-04T10:02:37Z\","
+                          "\"eventName\":\"Get\",\"eventSource\":\"s3\","
+                          "\"n\":[1,{\"a\":\"\\\"\"}]}";
+    const char *filled = "{\"eventID\":\"x\",\"eventTime\":\"2025-03-04T10:02:37Z\","
+                         "\"eventName\":\"Get\",\"eventSource\":\"s3\",\"n\":[1,{\"a\":\"\\\"\"}],"
+                         "\"eventVersion\":\"1.11\",\"awsRegion\":\"eu-central-1\","
+                         "\"eventType\":\"AwsApiCall\",\"recipientAccountId\":\"111122223333\"}";
+    assert_json_out(parser, partial, filled);
+    char *slow = spaced(partial);
+    assert_json_out(parser, slow, filled);
+    free(slow);
+    /* Defaults are escaped like any string. */
+    event_defaults_t defaults = {.region = "odd\"re\tgion", .account_id = ""};
+    event_parser_t *odd = event_parser_new(&defaults);
+    assert_json_out(odd, "{" COMPLETE "}", "{" COMPLETE "}");
+    assert_json_out(odd,
+                    "{\"eventID\":\"x\",\"eventTime\":\"2025-03-04T10:02:37Z\",\"eventName\":"
+                    "\"Get\",\"eventSource\":\"s3\",\"eventVersion\":\"1\",\"eventType\":\"T\"}",
+                    "{\"eventID\":\"x\",\"eventTime\":\"2025-03-04T10:02:37Z\",\"eventName\":"
+                    "\"Get\",\"eventSource\":\"s3\",\"eventVersion\":\"1\",\"eventType\":\"T\","
+                    "\"awsRegion\":\"odd\\\"re\\tgion\"}");
+    event_parser_destroy(&odd);
+    event_parser_destroy(&parser);
+}
+
+static int s_check_canonical(void *ctx, size_t index, const Cairn__Event *event)
+{
+    const char *expected = CANONICAL_RECORDS[index % 2];
+    assert_int_equal(event->json.len, strlen(expected));
+    assert_memory_equal(event->json.data, expected, event->json.len);
+    (*(size_t *)ctx)++;
+    return 0;
+}
+
+static void body_records_are_copied_as_they_are(void **state)
+{
+    event_parser_t *parser = new_parser("111122223333");
+    char body[2048], err[256] = "";
+    size_t calls = 0;
+    /* Whitespace between records is outside them: each is still copied. */
+    snprintf(body, sizeof body, "{\"Records\": [\n  %s,\n  %s ,%s]}", CANONICAL_RECORDS[0],
+             CANONICAL_RECORDS[1], CANONICAL_RECORDS[0]);
+    assert_int_equal(event_parser_parse_body(parser, body, strlen(body), s_check_canonical, &calls,
+                                             err, sizeof err),
+                     3);
+    assert_int_equal(calls, 3);
+    event_parser_destroy(&parser);
+}
+
 /* ---- bodies ---- */
 
 typedef struct {
@@ -843,6 +1003,10 @@ int main(void)
         cmocka_unit_test(record_size_is_limited),
         cmocka_unit_test(nesting_depth_is_limited),
         cmocka_unit_test(error_buffer_may_be_small_or_absent),
+        cmocka_unit_test(compact_records_are_copied_as_they_are),
+        cmocka_unit_test(other_spellings_are_written_canonically),
+        cmocka_unit_test(compact_records_still_get_their_fills),
+        cmocka_unit_test(body_records_are_copied_as_they_are),
         cmocka_unit_test(body_forms_are_recognised),
         cmocka_unit_test(body_records_match_single_parses),
         cmocka_unit_test(bad_bodies_are_rejected_with_the_reason),
