@@ -8,6 +8,11 @@
  * Sequence numbers start at 1 and never repeat, even after every event was
  * acknowledged and deleted and the agent restarted.
  *
+ * A durable spool keeps only the newest 128 MB of what it appended in the
+ * page cache: older committed pages are dropped (POSIX_FADV_DONTNEED), so a
+ * backlog of GBs does not hold GBs of page cache; the shipper reads it back
+ * from the disk.
+ *
  * Threads: spool_append may be called from any thread (the HTTP intake's);
  * LMDB serializes writers. Reads and acks come from the shipper's thread. */
 #ifndef CAIRN_SPOOL_H

@@ -7,11 +7,16 @@
 
 #include "spool.h"
 
+#include <fcntl.h>
 #include <ftw.h>
+#include <linux/magic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
+#include <unistd.h>
 
 static int s_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -256,6 +261,91 @@ static void state_commits_with_its_events(void **state)
     spool_destroy(&spool);
 }
 
+#define BIG_EVENT_BYTES  (64 * 1024)
+#define BIG_EVENTS_A_CALL 16
+
+/* A big event whose every byte depends on its seq. */
+static void s_fill_big(uint8_t *data, uint64_t seq)
+{
+    for (size_t i = 0; i < BIG_EVENT_BYTES; i++)
+        data[i] = (uint8_t)(seq * 131 + i / 4096);
+}
+
+static int s_check_big(void *ctx, uint64_t seq, const uint8_t *data, size_t len)
+{
+    uint64_t *expected_seq = ctx;
+    static uint8_t want[BIG_EVENT_BYTES];
+    assert_int_equal(seq, *expected_seq);
+    assert_int_equal(len, BIG_EVENT_BYTES);
+    s_fill_big(want, seq);
+    assert_memory_equal(data, want, len);
+    (*expected_seq)++;
+    return 0;
+}
+
+static void s_append_big(spool_t *spool, size_t calls)
+{
+    static uint8_t data[BIG_EVENTS_A_CALL][BIG_EVENT_BYTES];
+    const uint8_t *bufs[BIG_EVENTS_A_CALL];
+    size_t lens[BIG_EVENTS_A_CALL];
+    for (size_t c = 0; c < calls; c++) {
+        uint64_t seq = spool_next_seq(spool);
+        for (size_t i = 0; i < BIG_EVENTS_A_CALL; i++) {
+            s_fill_big(data[i], seq + i);
+            bufs[i] = data[i];
+            lens[i] = BIG_EVENT_BYTES;
+        }
+        assert_int_equal(spool_append(spool, bufs, lens, BIG_EVENTS_A_CALL, NULL), 0);
+    }
+}
+
+/* Pages of the first bytes of path in the page cache. */
+static size_t s_resident_pages(const char *path, size_t bytes)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    void *map = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(map != MAP_FAILED);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), resident = 0;
+    unsigned char *vec = malloc(bytes / page);
+    assert_int_equal(mincore(map, bytes, vec), 0);
+    for (size_t i = 0; i < bytes / page; i++)
+        resident += vec[i] & 1;
+    free(vec);
+    munmap(map, bytes);
+    close(fd);
+    return resident;
+}
+
+static void old_pages_leave_the_cache_and_read_back_whole(void **state)
+{
+    spool_t *spool = spool_new(*state, 1 << 30, true);
+    assert_non_null(spool);
+    /* 256 MB: past the 128 MB kept cached, so the first part is dropped. */
+    s_append_big(spool, 256);
+    char path[256];
+    snprintf(path, sizeof path, "%s/data.mdb", (const char *)*state);
+    struct statfs fs;
+    assert_int_equal(statfs(path, &fs), 0);
+    if (fs.f_type != TMPFS_MAGIC) /* tmpfs has no pages to drop */
+        assert_true(s_resident_pages(path, 64 << 20) < (64 << 20) / 4096 / 4);
+
+    /* Everything reads back from the disk, in order. */
+    uint64_t next = 1;
+    while (spool_read(spool, next, 64, 8 << 20, s_check_big, &next) > 0)
+        ;
+    assert_int_equal(next, spool_next_seq(spool));
+
+    /* Acked pages are reused, below where pages were dropped; all still reads. */
+    assert_int_equal(spool_ack_through(spool, 2048), 0);
+    s_append_big(spool, 64);
+    next = 2049;
+    while (spool_read(spool, next, 64, 8 << 20, s_check_big, &next) > 0)
+        ;
+    assert_int_equal(next, spool_next_seq(spool));
+    spool_destroy(&spool);
+}
+
 static void unopenable_dir_fails_cleanly(void **state)
 {
     assert_null(spool_new("/proc/cairn-no-such/spool", 1 << 20, true));
@@ -270,6 +360,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(concurrent_appends_are_all_kept_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(state_commits_with_its_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(old_pages_leave_the_cache_and_read_back_whole, setup,
+                                        teardown),
         cmocka_unit_test(unopenable_dir_fails_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
