@@ -11,6 +11,7 @@
 #include <ftw.h>
 #include <linux/magic.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -346,6 +347,56 @@ static void old_pages_leave_the_cache_and_read_back_whole(void **state)
     spool_destroy(&spool);
 }
 
+/* KiB of path that this process has mapped and resident (smaps Rss). */
+static size_t s_mapped_kib(const char *path)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[512];
+    size_t kib = 0, v;
+    bool in_path = false;
+    while (fgets(line, sizeof line, f)) {
+        if (strchr(line, '-') && strchr(line, ' ') && line[0] != ' ' &&
+            (line[0] < 'A' || line[0] > 'Z'))
+            in_path = strstr(line, path) != NULL; /* a mapping's first line */
+        else if (in_path && sscanf(line, "Rss: %zu kB", &v) == 1)
+            kib += v;
+    }
+    fclose(f);
+    return kib;
+}
+
+static int s_count(void *ctx, uint64_t seq, const uint8_t *data, size_t len)
+{
+    (*(size_t *)ctx)++;
+    return 0;
+}
+
+/* Reading 64 MB back maps it into the process; spool_unmap lets it go, and
+ * what it let go still reads back. */
+static void read_pages_leave_the_process_after_unmap(void **state)
+{
+    spool_t *spool = spool_new(*state, 1 << 30, false);
+    assert_non_null(spool);
+    s_append_big(spool, 64);
+    char path[256];
+    snprintf(path, sizeof path, "%s/data.mdb", (const char *)*state);
+    uint64_t next = 1;
+    while (spool_read(spool, next, 64, 8 << 20, s_check_big, &next) > 0)
+        ;
+    assert_true(s_mapped_kib(path) > 32 * 1024);
+    spool_unmap(spool);
+    assert_true(s_mapped_kib(path) < 1024);
+    size_t count = 0;
+    while (spool_read(spool, 1 + count, 64, 8 << 20, s_count, &count) > 0)
+        ;
+    assert_int_equal(count, spool_next_seq(spool) - 1);
+    next = 1;
+    while (spool_read(spool, next, 64, 8 << 20, s_check_big, &next) > 0)
+        ;
+    spool_destroy(&spool);
+}
+
 static void unopenable_dir_fails_cleanly(void **state)
 {
     assert_null(spool_new("/proc/cairn-no-such/spool", 1 << 20, true));
@@ -362,6 +413,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(state_commits_with_its_events, setup, teardown),
         cmocka_unit_test_setup_teardown(old_pages_leave_the_cache_and_read_back_whole, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(read_pages_leave_the_process_after_unmap, setup, teardown),
         cmocka_unit_test(unopenable_dir_fails_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
