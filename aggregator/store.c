@@ -369,19 +369,6 @@ static bool s_event_has(const Cairn__Event *event, store_attr_t attr, const char
     return false;
 }
 
-/* Puts (or, is_delete, removes) the data item (time_ms, seq, fp) of key. */
-static int s_index_one(store_t *self, MDB_txn *txn, const char *key_buf, size_t key_len,
-                       int64_t time_ms, uint64_t seq, uint64_t fp, bool is_delete)
-{
-    uint8_t entry[S_ENTRY_BYTES];
-    s_put_entry(entry, time_ms, seq, fp);
-    MDB_val key = {.mv_size = key_len, .mv_data = (void *)key_buf};
-    MDB_val data = {.mv_size = sizeof entry, .mv_data = entry};
-    int rc = is_delete ? mdb_del(txn, self->index_dbi, &key, &data)
-                       : mdb_put(txn, self->index_dbi, &key, &data, 0);
-    return is_delete && rc == MDB_NOTFOUND ? 0 : rc;
-}
-
 /* Queues the data item (time_ms, seq, fp) of key for s_index_flush. */
 static void s_index_queue(store_t *self, const char *key, size_t key_len, int64_t time_ms,
                           uint64_t seq, uint64_t fp)
@@ -403,8 +390,15 @@ static void s_index_queue(store_t *self, const char *key, size_t key_len, int64_
     self->keys_used += key_len;
 }
 
-/* Queues every index entry of event at seq (see s_index_event). */
-static void s_index_queue_event(store_t *self, const Cairn__Event *event, uint64_t seq)
+/* Called by s_each_index_key for each index key of an event: the key, and
+ * the data item's parts. Returns 0 to go on, else an LMDB code. */
+typedef int(s_index_key_fn)(store_t *self, void *ctx, const char *key, size_t key_len,
+                            int64_t time_ms, uint64_t seq, uint64_t fp);
+
+/* Passes every index key of event at seq to fn: the all-events key, its
+ * eventID and each attribute. Returns fn's first non-zero answer, or 0. */
+static int s_each_index_key(store_t *self, const Cairn__Event *event, uint64_t seq,
+                            s_index_key_fn *fn, void *ctx)
 {
     s_entry_t entries[S_MAX_ENTRIES];
     size_t count = s_index_entries(event, entries);
@@ -412,16 +406,30 @@ static void s_index_queue_event(store_t *self, const Cairn__Event *event, uint64
     uint64_t fp;
     int64_t t = event->event_time_ms;
     size_t len = s_index_key(self, STORE_ATTR_COUNT, "", 0, key_buf, &fp, NULL);
-    s_index_queue(self, key_buf, len, t, seq, fp);
-    if (event->event_id && event->event_id[0]) {
+    int rc = fn(self, ctx, key_buf, len, t, seq, fp);
+    if (rc == 0 && event->event_id && event->event_id[0]) {
         len = s_event_id_key(self, event->event_id, key_buf, &fp);
-        s_index_queue(self, key_buf, len, t, seq, fp);
+        rc = fn(self, ctx, key_buf, len, t, seq, fp);
     }
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0; rc == 0 && i < count; i++) {
         len = s_index_key(self, entries[i].attr, entries[i].value, entries[i].len, key_buf, &fp,
                           NULL);
-        s_index_queue(self, key_buf, len, t, seq, fp);
+        rc = fn(self, ctx, key_buf, len, t, seq, fp);
     }
+    return rc;
+}
+
+static int s_queue_key(store_t *self, void *ctx, const char *key, size_t key_len, int64_t time_ms,
+                       uint64_t seq, uint64_t fp)
+{
+    s_index_queue(self, key, key_len, time_ms, seq, fp);
+    return 0;
+}
+
+/* Queues every index entry of event at seq for s_index_flush. */
+static void s_index_queue_event(store_t *self, const Cairn__Event *event, uint64_t seq)
+{
+    s_each_index_key(self, event, seq, s_queue_key, NULL);
 }
 
 /* qsort_r order of pending entries: LMDB's order of keys (bytes, then
@@ -502,29 +510,23 @@ static int s_index_flush(store_t *self, MDB_txn *txn)
     return rc;
 }
 
-/* Puts (or, is_delete, removes) every index entry of event at seq, in txn:
- * its attributes, the all-events key and its eventID. Returns an LMDB code;
- * a missing entry on delete is not an error. */
-static int s_index_event(store_t *self, MDB_txn *txn, const Cairn__Event *event, uint64_t seq,
-                         bool is_delete)
+/* Removes the data item (time_ms, seq, fp) of key in the txn ctx; one
+ * already missing is not an error. */
+static int s_unindex_key(store_t *self, void *ctx, const char *key, size_t key_len,
+                         int64_t time_ms, uint64_t seq, uint64_t fp)
 {
-    s_entry_t entries[S_MAX_ENTRIES];
-    size_t count = s_index_entries(event, entries);
-    char key_buf[1024];
-    uint64_t fp;
-    int64_t t = event->event_time_ms;
-    size_t len = s_index_key(self, STORE_ATTR_COUNT, "", 0, key_buf, &fp, NULL);
-    int rc = s_index_one(self, txn, key_buf, len, t, seq, fp, is_delete);
-    if (rc == 0 && event->event_id && event->event_id[0]) {
-        len = s_event_id_key(self, event->event_id, key_buf, &fp);
-        rc = s_index_one(self, txn, key_buf, len, t, seq, fp, is_delete);
-    }
-    for (size_t i = 0; rc == 0 && i < count; i++) {
-        len = s_index_key(self, entries[i].attr, entries[i].value, entries[i].len, key_buf, &fp,
-                          NULL);
-        rc = s_index_one(self, txn, key_buf, len, t, seq, fp, is_delete);
-    }
-    return rc;
+    uint8_t entry[S_ENTRY_BYTES];
+    s_put_entry(entry, time_ms, seq, fp);
+    MDB_val k = {.mv_size = key_len, .mv_data = (void *)key};
+    MDB_val data = {.mv_size = sizeof entry, .mv_data = entry};
+    int rc = mdb_del(ctx, self->index_dbi, &k, &data);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Removes every index entry of event at seq, in txn. Returns an LMDB code. */
+static int s_unindex_event(store_t *self, MDB_txn *txn, const Cairn__Event *event, uint64_t seq)
+{
+    return s_each_index_key(self, event, seq, s_unindex_key, txn);
 }
 
 static void s_raise_watermark(store_t *self, int64_t ms)
@@ -1339,7 +1341,7 @@ static int s_delete_in_txn(store_t *self, MDB_txn *txn, uint64_t seq, const MDB_
     Cairn__StoredEvent *stored = cairn__stored_event__unpack(NULL, val->mv_size, val->mv_data);
     int rc = stored && stored->event ? 0 : MDB_CORRUPTED;
     if (rc == 0)
-        rc = s_index_event(self, txn, stored->event, seq, true);
+        rc = s_unindex_event(self, txn, stored->event, seq);
     uint8_t id_key[S_ID_KEY_PREFIX + EVENT_ID_MAX_BYTES];
     if (rc == 0 && stored->event->event_id && stored->event->event_id[0] &&
         strlen(stored->event->event_id) <= EVENT_ID_MAX_BYTES) {
