@@ -3,11 +3,15 @@
  * DESIGN: bucket_new picks the kind by the URL's scheme; "s3://" goes to
  * bucket_s3.c and every call is handed on to it. The rest of this file is
  * the directory. A key is a relative path under the directory. A put writes a
- * temporary file beside the final one ("<final>.tmp-<pid>-<counter>"),
- * fsyncs it, renames it over the final name and fsyncs the directory, so a
- * reader sees the old object or the whole new one, never a part, and a crash
- * leaves at worst a temporary file (never a half object under a final name).
- * Directories created on the way are fsynced into their parents too.
+ * temporary file in the directory's ".cairn-tmp" folder
+ * ("<name>.tmp-<pid>-<counter>"), fsyncs it, renames it over the final name
+ * and fsyncs the final name's directory, so a reader sees the old object or
+ * the whole new one, never a part. A crash (SIGKILL in the middle of a put)
+ * leaves at worst a temporary file, and never among the objects: readers of
+ * AWSLogs/ see only whole log files. bucket_new removes what processes that
+ * no longer run left in .cairn-tmp (the pid is in the name; aggregators that
+ * share a bucket directory keep each other's). Directories created on the
+ * way are fsynced into their parents too.
  *
  * THREADS: one thread at a time (the delivery actor), except bucket_cancel:
  * its flag is atomic. A directory's put is not interrupted once begun (it
@@ -23,9 +27,13 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define BUCKET_TMP_DIR ".cairn-tmp" /* under the root: puts in progress */
 
 struct bucket {
     bucket_s3_t *s3;          /* set for an S3 bucket; then nothing below is used */
@@ -75,6 +83,27 @@ static int s_mkdir_p(char *dir)
     }
 }
 
+/* Removes the temporary files in tmp_dir of processes that no longer run. */
+static void s_remove_stale_tmp(const char *tmp_dir)
+{
+    DIR *d = opendir(tmp_dir);
+    struct dirent *entry;
+    while (d && (entry = readdir(d)) != NULL) {
+        const char *mark = strstr(entry->d_name, ".tmp-");
+        char *end;
+        long pid = mark ? strtol(mark + 5, &end, 10) : 0;
+        if (pid <= 0 || *end != '-')
+            continue; /* not a temporary file of ours */
+        if (pid != (long)getpid() && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+            continue; /* its process runs: a put in progress */
+        char path[4096];
+        if (snprintf(path, sizeof path, "%s/%s", tmp_dir, entry->d_name) < (int)sizeof path)
+            unlink(path);
+    }
+    if (d)
+        closedir(d);
+}
+
 bucket_t *bucket_new(const char *url, const bucket_options_t *options, char *err, size_t errlen)
 {
     if (strncmp(url, "s3://", 5) == 0) {
@@ -104,11 +133,14 @@ bucket_t *bucket_new(const char *url, const bucket_options_t *options, char *err
     size_t len = strlen(self->root);
     while (len > 1 && self->root[len - 1] == '/')
         self->root[--len] = '\0';
-    char *dir = cairn_strdup(self->root);
+    size_t dir_len = len + sizeof "/" BUCKET_TMP_DIR;
+    char *dir = cairn_malloc(dir_len);
+    snprintf(dir, dir_len, "%s/%s", self->root, BUCKET_TMP_DIR);
     if (s_mkdir_p(dir) != 0) {
         snprintf(err, errlen, "%s: %s", dir, strerror(errno));
         bucket_destroy(&self);
-    }
+    } else
+        s_remove_stale_tmp(dir);
     free(dir);
     return self;
 }
@@ -168,11 +200,13 @@ int bucket_put(bucket_t *self, const char *key, const void *data, size_t len,
         return -1;
     }
     size_t path_len = strlen(self->root) + 1 + strlen(key) + 1;
-    size_t tmp_len = path_len + 64;
+    size_t tmp_len = path_len + sizeof BUCKET_TMP_DIR + 64;
     char *path = cairn_malloc(path_len);
     char *tmp = cairn_malloc(tmp_len);
     snprintf(path, path_len, "%s/%s", self->root, key);
-    snprintf(tmp, tmp_len, "%s.tmp-%d-%lu", path, (int)getpid(), ++self->counter);
+    const char *name = strrchr(key, '/') ? strrchr(key, '/') + 1 : key;
+    snprintf(tmp, tmp_len, "%s/%s/%s.tmp-%d-%lu", self->root, BUCKET_TMP_DIR, name,
+             (int)getpid(), ++self->counter);
     char *dir = cairn_strdup(path);
     *strrchr(dir, '/') = '\0';
     const char *failed = tmp; /* the path an error message names */
@@ -180,12 +214,12 @@ int bucket_put(bucket_t *self, const char *key, const void *data, size_t len,
     int rc = -1;
 
     int fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == ENOENT) {
-        if (s_mkdir_p(dir) != 0) {
-            failed = dir;
-            goto out;
-        }
-        fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ENOENT) { /* someone removed the temporary folder */
+        char *tmp_dir = cairn_strdup(tmp);
+        *strrchr(tmp_dir, '/') = '\0';
+        if (s_mkdir_p(tmp_dir) == 0)
+            fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+        free(tmp_dir);
     }
     if (fd < 0)
         goto out;
@@ -196,7 +230,15 @@ int bucket_put(bucket_t *self, const char *key, const void *data, size_t len,
     fd = -1;
     if (close_rc != 0)
         goto out;
-    if (rename(tmp, path) != 0) {
+    int rename_rc = rename(tmp, path);
+    if (rename_rc != 0 && errno == ENOENT) { /* the object's folder is new */
+        if (s_mkdir_p(dir) != 0) {
+            failed = dir;
+            goto out;
+        }
+        rename_rc = rename(tmp, path);
+    }
+    if (rename_rc != 0) {
         failed = path;
         goto out;
     }

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -546,6 +547,26 @@ static void bucket_puts_whole_files(void **state)
     assert_string_equal(text, "second!");
     snprintf(path, sizeof path, "%s/a/b", fx->bucket_path);
     assert_false(s_has_temp_files(path));
+    snprintf(path, sizeof path, "%s/.cairn-tmp", fx->bucket_path);
+    assert_false(s_has_temp_files(path)); /* puts write there, then rename */
+
+    /* A put cut short by a crash left a temporary file in .cairn-tmp (never
+     * beside the objects): the next bucket_new removes it, unless its
+     * process still runs (another aggregator sharing the directory). */
+    bucket_destroy(&bucket);
+    pid_t dead = 4194303; /* above any pid_max: no such process */
+    assert_int_equal(kill(dead, 0), -1);
+    char stale[256], live[256];
+    snprintf(stale, sizeof stale, "%s/.cairn-tmp/x.json.gz.tmp-%d-7", fx->bucket_path, (int)dead);
+    snprintf(live, sizeof live, "%s/.cairn-tmp/y.json.gz.tmp-%d-1", fx->bucket_path,
+             (int)getppid());
+    fclose(fopen(stale, "w"));
+    fclose(fopen(live, "w"));
+    bucket = bucket_new(url, NULL, err, sizeof err);
+    assert_non_null(bucket);
+    assert_int_equal(access(stale, F_OK), -1);
+    assert_int_equal(access(live, F_OK), 0);
+    assert_int_equal(unlink(live), 0);
 
     /* What a notification names: the directory, and keys relative to it. */
     assert_string_equal(bucket_name(bucket), fx->bucket_path);

@@ -463,6 +463,9 @@ def check_bucket(failures, files, accepted, fill_sent, never):
     groups = collections.Counter()
     for rel, (records, text, err) in sorted(files.items()):
         under_awslogs = rel.startswith("AWSLogs" + os.sep)
+        # A put cut short by the SIGKILL leaves its temporary file in
+        # .cairn-tmp; the restarted aggregator removes it.
+        failures.check(".tmp-" not in rel, "temporary file left in the bucket", rel)
         if "/CloudTrail-Digest/" in rel:
             continue
         m = KEY_RE.match(rel.replace(os.sep, "/"))
