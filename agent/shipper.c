@@ -44,6 +44,7 @@ typedef struct {
     uint64_t first_seq;
     uint64_t last_seq;
     int64_t sent_ms; /* monotonic */
+    size_t bytes;    /* of its message */
 } s_flight_t;
 
 struct shipper {
@@ -65,6 +66,7 @@ struct shipper {
     s_flight_t *flights;    /* ring of window_batches */
     size_t flight_head;     /* oldest */
     size_t flight_count;
+    size_t flight_bytes;    /* of the batches in flight (window_bytes) */
     uint64_t next_seq;      /* next spool seq to send */
     bool is_welcomed;       /* a Welcome arrived on this connection */
     int64_t hello_sent_ms;  /* monotonic; 0 when no Hello is out */
@@ -158,6 +160,7 @@ static void s_restart(shipper_t *self, const char *why, int64_t delay_ms)
     if (self->flight_count)
         self->stats.resends++;
     self->flight_count = 0;
+    self->flight_bytes = 0;
     s_close(self);
     self->connect_at_ms = cairn_time_mono_ms() + delay_ms;
 }
@@ -222,7 +225,9 @@ static int s_send_batch(shipper_t *self)
     f->first_seq = self->next_seq;
     f->last_seq = self->batch_last_seq;
     f->sent_ms = cairn_time_mono_ms();
+    f->bytes = head_len + self->buffer_len;
     self->flight_count++;
+    self->flight_bytes += f->bytes;
     self->next_seq = self->batch_last_seq + 1;
     self->stats.batches_sent++;
     self->stats.events_sent += self->batch_count;
@@ -301,7 +306,10 @@ static int s_tick(shipper_t *self)
     /* Acked events may have been deleted under next_seq. */
     if (self->next_seq <= spool_acked_seq(self->spool))
         self->next_seq = spool_acked_seq(self->spool) + 1;
-    while (self->flight_count < self->options.window_batches && s_send_batch(self) == 1)
+    /* The window: batches and bytes in flight. A batch goes out while the
+     * bytes are under the bound, so it may pass it by one batch. */
+    while (self->flight_count < self->options.window_batches &&
+           self->flight_bytes < self->options.window_bytes && s_send_batch(self) == 1)
         ;
     s_report_backlog(self, now);
     if (now - self->last_heartbeat_ms >= self->options.heartbeat_ms) {
@@ -333,6 +341,7 @@ static void s_acknowledge(shipper_t *self, const Cairn__Ack *ack)
     /* Acks come in order on one connection; pop every batch it covers. */
     size_t popped = 0;
     while (self->flight_count && self->flights[self->flight_head].last_seq <= through) {
+        self->flight_bytes -= self->flights[self->flight_head].bytes;
         self->flight_head = (self->flight_head + 1) % self->options.window_batches;
         self->flight_count--;
         popped++;
@@ -357,6 +366,7 @@ static void s_on_welcome(shipper_t *self, const Cairn__Welcome *welcome)
         spool_ack_through(self->spool, welcome->last_seq);
     self->next_seq = spool_acked_seq(self->spool) + 1;
     self->flight_count = 0;
+    self->flight_bytes = 0;
     cairn_log_notice("shipper[%s]: connected to aggregator %s at %s; it has this spool through "
                      "seq %llu; %llu events to send",
                      self->region, welcome->aggregator_id, self->endpoint,
@@ -426,6 +436,8 @@ shipper_t *shipper_new(spool_t *spool, zloop_t *loop, const shipper_options_t *o
     self->options.aggregator_public_key_file = NULL;
     if (self->options.window_batches == 0)
         self->options.window_batches = 1;
+    if (self->options.window_bytes == 0)
+        self->options.window_bytes = 32 << 20;
     if (self->options.heartbeat_ms <= 0)
         self->options.heartbeat_ms = 1000;
     if (self->options.silence_ms <= 0)
