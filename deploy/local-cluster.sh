@@ -149,6 +149,17 @@ is_ours() {
     esac
 }
 
+# is_running PID: whether PID is a process that has not exited (a zombie
+# has). Not is_ours: just after start_one forks, the child is still a copy
+# of this shell until it execs setsid, and would look like someone else's.
+is_running() {
+    local stat=""
+    [[ $1 =~ ^[0-9]+$ ]] || return 1
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != Z ]]
+}
+
 # read_pid FILE: prints the PID in FILE, or nothing.
 read_pid() {
     local file=$1 pid=""
@@ -230,7 +241,7 @@ wait_healthy() {
             echo "$name is up (pid $pid, $url)"
             return 0
         fi
-        if ! is_ours "$pid"; then
+        if ! is_running "$pid"; then
             echo "$PROG: $name (pid $pid) exited during start; last lines of $dir/$name.log:" >&2
             tail -n 40 "$dir/$name.log" >&2 || true
             return 1
