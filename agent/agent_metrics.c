@@ -137,6 +137,17 @@ bool agent_metrics_handle(void *ctx, const cairn_http_request_t *request,
                       (double)out.refusals);
     cairn_metrics_one(&m, "cairn_aggregator_connected", "gauge",
                       "1 while welcomed by the aggregator.", out.is_connected ? 1 : 0);
+    cairn_metrics_one(&m, "cairn_inflight_batches", "gauge",
+                      "Batches sent and not yet acknowledged (at most [aggregator] window).",
+                      (double)out.inflight_batches);
+    cairn_metrics_one(&m, "cairn_inflight_bytes", "gauge",
+                      "Bytes of the batches in flight (a batch goes out while under "
+                      "[aggregator] window_bytes).",
+                      (double)out.inflight_bytes);
+    cairn_metrics_one(&m, "cairn_inflight_bytes_max", "gauge",
+                      "Most bytes in flight at once since start: at most window_bytes plus "
+                      "the last batch sent.",
+                      (double)out.inflight_bytes_max);
     response->status = 200;
     response->content_type = "text/plain; version=0.0.4";
     response->body = cairn_buf_take(&m, &response->body_len);

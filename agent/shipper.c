@@ -228,6 +228,8 @@ static int s_send_batch(shipper_t *self)
     f->bytes = head_len + self->buffer_len;
     self->flight_count++;
     self->flight_bytes += f->bytes;
+    if (self->flight_bytes > self->stats.inflight_bytes_max)
+        self->stats.inflight_bytes_max = self->flight_bytes;
     self->next_seq = self->batch_last_seq + 1;
     self->stats.batches_sent++;
     self->stats.events_sent += self->batch_count;
@@ -265,6 +267,8 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
 {
     shipper_t *self = arg;
     int rc = s_tick(self);
+    self->stats.inflight_batches = self->flight_count;
+    self->stats.inflight_bytes = self->flight_bytes;
     pthread_mutex_lock(&self->snapshot_lock);
     self->snapshot = self->stats;
     pthread_mutex_unlock(&self->snapshot_lock);

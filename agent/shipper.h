@@ -54,6 +54,10 @@ typedef struct {
     uint64_t refusals;        /* Refusals received */
     int is_connected;         /* welcomed on the current connection */
     int64_t last_heard_ms;    /* monotonic time of the last message from the aggregator */
+    uint64_t inflight_batches;   /* batches sent and not yet acknowledged (the window) */
+    uint64_t inflight_bytes;     /* their bytes; under window_bytes before each send */
+    uint64_t inflight_bytes_max; /* most bytes in flight at once since start: at most
+                                  * window_bytes plus the last batch sent */
 } shipper_stats_t;
 
 /* Connects and registers the shipper's socket and timer with loop. The spool

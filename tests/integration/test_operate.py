@@ -15,7 +15,12 @@ Starts a real local cluster (two regions, 2-second delivery interval) and:
      file and line, keeps running and stays healthy; then with a valid change
      (log level) it logs what changed;
   5. runs --check-config on a broken file: non-zero exit, file:line: reason;
-  6. stops one agent: `cairn status` shows it silent and exits 1.
+  6. stops one agent: `cairn status` shows it silent and exits 1;
+  7. restarts the other with a small window in bytes (256K, batches of 20
+     events, up to 1024 batches) and posts 2 MB in one request: the peak
+     bytes in flight (cairn_inflight_bytes_max) reaches window_bytes (the
+     bytes bound is what stops sending) and stays under window_bytes plus
+     one batch; nothing is left in flight once all is acknowledged.
 
 Only the standard library. Exit 0 on success, 1 on failure. Loopback only.
 """
@@ -30,7 +35,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True  # nothing written into the source tree
-from cairn_harness import Failures, post_events, request, run, run_test, scrape  # noqa: E402
+from cairn_harness import Failures, log, post_events, request, run, run_test, scrape  # noqa: E402
 
 failures = Failures(echo=True)  # each failed check is also logged when it happens
 check, wait_for = failures.check, failures.wait_for
@@ -43,6 +48,13 @@ def record(region, n):
             "eventID": str(uuid.uuid4()), "readOnly": True, "eventType": "AwsApiCall",
             "requestParameters": {"bucketName": "b", "key": f"k/{n}"}, "responseElements": None,
             "recipientAccountId": "111122223333"}
+
+
+def padded_record(n, pad):
+    """A record whose compact JSON is about pad bytes longer than record()'s."""
+    r = record("us-east-1", n)
+    r["requestParameters"]["key"] = f"k/{n}/" + "x" * pad
+    return r
 
 
 def post(agent_url, records):
@@ -113,6 +125,10 @@ def scenario(t):
                         'cairn_events_rejected_total{reason="bad_record"}': 0,
                         "cairn_events_acked_total": 700, "cairn_spool_events": 0}.items():
         check(w.get(name) == value, f"eu-west-2 {name} = {w.get(name)}, expected {value}")
+    for name in ("cairn_inflight_batches", "cairn_inflight_bytes"):
+        check(e.get(name) == 0, f"us-east-1 {name} = {e.get(name)}, expected 0 once all is acked")
+    check(e.get("cairn_inflight_bytes_max", 0) > 0,
+          f"us-east-1 cairn_inflight_bytes_max = {e.get('cairn_inflight_bytes_max')}, expected > 0")
 
     # 3. cairn status.
     st = run([args.cli_bin, "status", "--url", agg_url, "--output", "json"])
@@ -163,6 +179,34 @@ def scenario(t):
         states = {x["region"]: x["state"] for x in json.loads(out.stdout)["agents"]}
         return out.returncode == 1 and states.get("eu-west-2") == "silent"
     wait_for("eu-west-2 silent in cairn status", silent, 15)
+
+    # 7. The window's bound in bytes. One request is one spool transaction,
+    # and a tick sends while the bytes in flight are under window_bytes with
+    # no ack handled in between, so 2 MB pending fills the window for sure.
+    window_bytes, batch_events = 256 << 10, 20
+    cl.ctl("stop-agent", "--region", "us-east-1")
+    cl.set_conf_keys("agent-us-east-1", {"window": "1024", "window_bytes": "256K",
+                                         "batch_max_events": str(batch_events)})
+    cl.ctl("start-agent", "--region", "us-east-1")
+    big = [padded_record(i, 2000) for i in range(1000)]
+    check(post(east, big)[0] == 200, "the 2 MB request to us-east-1 failed")
+    wait_for("us-east-1's 1000 events acknowledged",
+             lambda: metrics(east).get("cairn_events_acked_total", 0) >= 1000, 30)
+    e = metrics(east)
+    peak = e.get("cairn_inflight_bytes_max", 0)
+    # One batch: batch_events packed Events (the record's JSON plus fields
+    # copied out of it, well under 512 bytes here) and the Batch header.
+    longest = max(len(json.dumps(r, separators=(",", ":"))) for r in big)
+    batch_bound = batch_events * (longest + 512) + 256
+    log(f"window: peak {peak:.0f} bytes in flight; window_bytes {window_bytes}, "
+        f"one batch at most {batch_bound}")
+    check(peak >= window_bytes,
+          f"peak bytes in flight {peak:.0f} < window_bytes {window_bytes}: the window never filled")
+    check(peak < window_bytes + batch_bound,
+          f"peak bytes in flight {peak:.0f} >= window_bytes {window_bytes} + one batch "
+          f"{batch_bound}: the window passed its bound")
+    for name in ("cairn_inflight_batches", "cairn_inflight_bytes"):
+        check(e.get(name) == 0, f"us-east-1 {name} = {e.get(name)} after all was acked")
 
 
 if __name__ == "__main__":
