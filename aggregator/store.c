@@ -53,11 +53,27 @@
  * with 256 buckets a commit touches at most 256 run ends per attribute,
  * whatever the number of values. Values of exact keys have fingerprint 0.
  *
- * Writes are batched per transaction: entries are queued as events are
- * stored, then sorted and written key by key (s_index_flush), each key's new
- * items appended in one call. Positions grow with time, so nearly every item
- * lands at the end of its run, and a commit writes a few pages per key
- * instead of a B-tree descent per entry.
+ * RUNS. Writing a transaction's entries straight into that index touched
+ * the last pages of some 1,400 keys (and their branch pages) at every
+ * commit, whatever the number of events: ~5,000 dirty pages per commit,
+ * which made the index more than half of the store's CPU and small commits
+ * very dear. Instead, a transaction's entries are queued as events are
+ * stored, sorted, and written as one RUN (s_index_flush): a record per key
+ * in the runs database, keyed by the run id (8 bytes, growing) and the index
+ * key, holding that key's sorted items. Run records are appended, so a
+ * commit writes about as many pages as its entries fill. A MERGE PASS moves
+ * them into the index: it starts when runs hold merge_at items or
+ * merge_max_runs runs were written since the last pass began, and walks the
+ * keys in order, a step per store_put_batches (in the same transaction):
+ * each key's items of every run are gathered, sorted and added to the index
+ * in one descent (s_index_put_key: appended, since positions grow with
+ * time), and their run records deleted. A key's tail pages are thus written
+ * once per pass for thousands of items, not once per commit. The step's
+ * place (merge_key) lives in memory only: after a restart a pass starts
+ * over from the first key, which is correct because a run record exists
+ * exactly until its items are in the index. A query reads both: each
+ * filter's key in the index and its record in every run (s_run_slices, two
+ * descents per run), merged newest first.
  *
  * A store made before the index existed (meta has no "index_version") or
  * with an older layout (version 1: 16-byte items, ids by eventID alone)
@@ -82,7 +98,8 @@
 #define STORE_MAX_DBS        8
 #define STORE_CURSOR_KEY     "delivery_cursor"
 #define STORE_INDEX_KEY      "index_version" /* meta: the index below is complete */
-#define STORE_INDEX_VERSION  2 /* 1: ids by eventID, 16-byte index data, no hashing */
+#define STORE_INDEX_VERSION  3 /* 1: ids by eventID, 16-byte index data, no hashing;
+                                  * 2: no runs, keys cut 8 bytes later */
 #define STORE_DELETED_KEY    "deleted_max_seq" /* meta: highest seq ever deleted */
 #define S_POSITION_BYTES     16               /* position: time (8) + seq (8) */
 #define S_ENTRY_BYTES        24               /* index data: position + fingerprint (8) */
@@ -94,14 +111,22 @@
 #define S_TAG_EVENT_ID       'I'              /* hashed keys of eventIDs */
 #define S_ID_KEY_PREFIX      8                /* ids key: eventTime (8) before the eventID */
 #define S_DRIVE_ID           (STORE_ATTR_COUNT + 1) /* store_query: the eventID filter */
+#define S_RUN_PREFIX         8                /* runs key: run id (8) before the index key */
+#define S_MERGE_AT_ENTRIES   ((size_t)2 << 20) /* a merge pass starts at this many run items */
+#define S_MERGE_MAX_RUNS     128              /* or at this many runs since the last pass */
+#define S_MERGE_STEP_ENTRIES ((size_t)64 << 10) /* run items merged per transaction, at least */
 
 /* An index entry waiting for the end of its transaction (s_index_flush):
- * its key in the keys arena and its data item. */
+ * its key (an id into the transaction's distinct keys) and its data item. */
 typedef struct {
-    size_t key_at;
-    size_t key_len;
+    uint32_t key;
     uint8_t data[S_ENTRY_BYTES];
 } s_pending_t;
+
+/* One distinct key of the open transaction: its bytes in the keys arena. */
+typedef struct {
+    size_t at, len;
+} s_key_t;
 
 struct store {
     char *dir; /* for log lines */
@@ -112,6 +137,7 @@ struct store {
     MDB_dbi agents_dbi;           /* agent id -> last agent seq (u64 BE) */
     MDB_dbi meta_dbi;             /* "delivery_cursor" -> u64 BE seq, i64 BE end ms */
     MDB_dbi index_dbi;            /* tag + value -> positions (see DESIGN) */
+    MDB_dbi runs_dbi;             /* run id (u64 BE) + index key -> sorted data items */
     bool is_readonly;             /* opened by store_open_readonly */
     uint64_t next_seq;            /* seq of the next new event (writer thread) */
     int64_t last_ingest_ms;       /* floor for the next ingest time (writer thread) */
@@ -120,10 +146,28 @@ struct store {
     _Atomic int64_t watermark_ms; /* every event below it is committed */
     s_pending_t *pending;         /* index entries of the open write txn (writer) */
     size_t pending_count, pending_cap;
-    char *pending_keys;           /* their keys, back to back */
+    char *pending_keys;           /* their distinct keys, back to back */
     size_t keys_used, keys_cap;
+    s_key_t *keys;                /* the distinct keys, by id */
+    size_t key_count, key_cap;
+    uint32_t *key_table;          /* open addressing: key id + 1, 0 empty */
+    size_t key_table_cap;         /* a power of 2, over twice key_count */
+    s_pending_t *sorted;          /* pending, grouped by key (s_index_flush) */
+    size_t sorted_cap;
+    size_t *key_start;            /* by key rank: first of its entries in sorted */
     uint8_t *multi;               /* one key's data items for MDB_MULTIPLE */
     size_t multi_cap;             /* items */
+    /* Runs and their merge (writer thread; see THE INDEX). */
+    uint64_t next_run;            /* id of the next run written */
+    uint64_t pass_run;            /* next_run when the last merge pass began */
+    size_t run_items;             /* data items in runs */
+    size_t merge_at, merge_max_runs, merge_step; /* store_set_merge */
+    bool is_merging;              /* a pass is under way: keys from merge_key on are left */
+    char *merge_key;              /* key_max_bytes + 1 */
+    size_t merge_key_len;
+    char *merge_next;             /* the key the open transaction's step stopped at */
+    size_t merge_next_len;
+    bool merge_next_done;         /* the open transaction's step ended the pass */
 };
 
 static void s_put_u64(uint8_t out[8], uint64_t v)
@@ -234,7 +278,7 @@ static size_t s_make_key(const store_t *self, char tag, bool is_hashed, const ch
         return 2;
     }
     *fp = 0;
-    size_t room = self->key_max_bytes - 1;
+    size_t room = self->key_max_bytes - 1 - S_RUN_PREFIX; /* a runs key must fit too */
     if (is_cut)
         *is_cut = len > room;
     if (len > room)
@@ -369,6 +413,53 @@ static bool s_event_has(const Cairn__Event *event, store_attr_t attr, const char
     return false;
 }
 
+/* The id of key among the open transaction's distinct keys, added if new. */
+static uint32_t s_key_id(store_t *self, const char *key, size_t key_len)
+{
+    if (2 * (self->key_count + 1) > self->key_table_cap) { /* grow and rehash */
+        size_t cap = self->key_table_cap ? 2 * self->key_table_cap : 4096;
+        free(self->key_table);
+        self->key_table = cairn_calloc(cap, sizeof *self->key_table);
+        self->key_table_cap = cap;
+        for (size_t id = 0; id < self->key_count; id++) {
+            const s_key_t *k = &self->keys[id];
+            size_t at = s_hash(self->pending_keys + k->at, k->len) & (cap - 1);
+            while (self->key_table[at])
+                at = (at + 1) & (cap - 1);
+            self->key_table[at] = (uint32_t)id + 1;
+        }
+    }
+    size_t mask = self->key_table_cap - 1, at = s_hash(key, key_len) & mask;
+    for (uint32_t slot; (slot = self->key_table[at]) != 0; at = (at + 1) & mask) {
+        const s_key_t *k = &self->keys[slot - 1];
+        if (k->len == key_len && !memcmp(self->pending_keys + k->at, key, key_len))
+            return slot - 1;
+    }
+    if (self->key_count == self->key_cap) {
+        self->key_cap = self->key_cap ? 2 * self->key_cap : 1024;
+        self->keys = cairn_realloc(self->keys, self->key_cap * sizeof *self->keys);
+    }
+    while (self->keys_used + key_len > self->keys_cap) {
+        self->keys_cap = self->keys_cap ? 2 * self->keys_cap : 65536;
+        self->pending_keys = cairn_realloc(self->pending_keys, self->keys_cap);
+    }
+    memcpy(self->pending_keys + self->keys_used, key, key_len);
+    self->keys[self->key_count] = (s_key_t){self->keys_used, key_len};
+    self->keys_used += key_len;
+    self->key_table[at] = (uint32_t)self->key_count + 1;
+    return (uint32_t)self->key_count++;
+}
+
+/* Empties the queue of index entries and its keys. */
+static void s_index_clear(store_t *self)
+{
+    self->pending_count = 0;
+    self->keys_used = 0;
+    if (self->key_count)
+        memset(self->key_table, 0, self->key_table_cap * sizeof *self->key_table);
+    self->key_count = 0;
+}
+
 /* Queues the data item (time_ms, seq, fp) of key for s_index_flush. */
 static void s_index_queue(store_t *self, const char *key, size_t key_len, int64_t time_ms,
                           uint64_t seq, uint64_t fp)
@@ -377,17 +468,9 @@ static void s_index_queue(store_t *self, const char *key, size_t key_len, int64_
         self->pending_cap = self->pending_cap ? 2 * self->pending_cap : 4096;
         self->pending = cairn_realloc(self->pending, self->pending_cap * sizeof *self->pending);
     }
-    if (self->keys_used + key_len > self->keys_cap) {
-        while (self->keys_used + key_len > self->keys_cap)
-            self->keys_cap = self->keys_cap ? 2 * self->keys_cap : 65536;
-        self->pending_keys = cairn_realloc(self->pending_keys, self->keys_cap);
-    }
     s_pending_t *p = &self->pending[self->pending_count++];
-    p->key_at = self->keys_used;
-    p->key_len = key_len;
+    p->key = s_key_id(self, key, key_len);
     s_put_entry(p->data, time_ms, seq, fp);
-    memcpy(self->pending_keys + self->keys_used, key, key_len);
-    self->keys_used += key_len;
 }
 
 /* Called by s_each_index_key for each index key of an event: the key, and
@@ -432,17 +515,52 @@ static void s_index_queue_event(store_t *self, const Cairn__Event *event, uint64
     s_each_index_key(self, event, seq, s_queue_key, NULL);
 }
 
-/* qsort_r order of pending entries: LMDB's order of keys (bytes, then
- * length), then of data items (bytes). keys is the keys arena. */
-static int s_pending_cmp(const void *a, const void *b, void *keys)
+/* qsort_r order of key ids: LMDB's order of their keys (bytes, then length). */
+static int s_key_cmp(const void *a, const void *b, void *store)
 {
-    const s_pending_t *x = a, *y = b;
-    const char *arena = keys;
-    size_t len = x->key_len < y->key_len ? x->key_len : y->key_len;
-    int c = memcmp(arena + x->key_at, arena + y->key_at, len);
-    if (c == 0 && x->key_len != y->key_len)
-        c = x->key_len < y->key_len ? -1 : 1;
-    return c ? c : memcmp(x->data, y->data, S_ENTRY_BYTES);
+    const store_t *self = store;
+    const s_key_t *x = &self->keys[*(const uint32_t *)a], *y = &self->keys[*(const uint32_t *)b];
+    size_t len = x->len < y->len ? x->len : y->len;
+    int c = memcmp(self->pending_keys + x->at, self->pending_keys + y->at, len);
+    return c ? c : x->len < y->len ? -1 : x->len > y->len;
+}
+
+static int s_item_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, S_ENTRY_BYTES);
+}
+
+/* Groups the pending entries by key, keys in LMDB's order, each group in
+ * queue order: the keys (a few thousand at most) are sorted, the entries
+ * dealt to their key's place (a counting sort, no comparisons). Fills
+ * self->sorted and self->key_start (key_count + 1 bounds). */
+static void s_index_group(store_t *self)
+{
+    size_t n = self->pending_count, keys = self->key_count;
+    uint32_t *order = cairn_malloc((keys ? keys : 1) * sizeof *order);
+    uint32_t *rank = cairn_malloc((keys ? keys : 1) * sizeof *rank);
+    for (uint32_t id = 0; id < keys; id++)
+        order[id] = id;
+    qsort_r(order, keys, sizeof *order, s_key_cmp, self);
+    for (uint32_t r = 0; r < keys; r++)
+        rank[order[r]] = r;
+    self->key_start = cairn_realloc(self->key_start, (keys + 1) * sizeof *self->key_start);
+    memset(self->key_start, 0, (keys + 1) * sizeof *self->key_start);
+    for (size_t i = 0; i < n; i++)
+        self->key_start[rank[self->pending[i].key] + 1]++;
+    for (size_t r = 0; r < keys; r++)
+        self->key_start[r + 1] += self->key_start[r];
+    if (n > self->sorted_cap) {
+        self->sorted_cap = n;
+        self->sorted = cairn_realloc(self->sorted, n * sizeof *self->sorted);
+    }
+    size_t *next = cairn_malloc((keys ? keys : 1) * sizeof *next);
+    memcpy(next, self->key_start, keys * sizeof *next);
+    for (size_t i = 0; i < n; i++)
+        self->sorted[next[rank[self->pending[i].key]]++] = self->pending[i];
+    free(next);
+    free(rank);
+    free(order);
 }
 
 /* Puts count sorted, distinct data items of key in one call (MDB_MULTIPLE). */
@@ -453,60 +571,371 @@ static int s_put_multiple(MDB_cursor *cursor, MDB_val *key, uint8_t *items, size
     return count ? mdb_cursor_put(cursor, key, data, MDB_MULTIPLE | flags) : 0;
 }
 
-/* Writes the queued index entries in txn and empties the queue. Sorted by key
- * and data, each key costs one descent: its items older than the key's
- * newest go in with one MDB_MULTIPLE put, the rest (nearly all: positions
- * grow with time) are appended with MDB_APPENDDUP, which neither searches
- * nor leaves half-empty pages behind. Returns an LMDB code. */
-static int s_index_flush(store_t *self, MDB_txn *txn)
+/* Adds count sorted, distinct data items to key in the index (cursor), in
+ * one descent: the items older than the key's newest go in with one
+ * MDB_MULTIPLE put, the rest (nearly all: positions grow with time) are
+ * appended with MDB_APPENDDUP, which neither searches nor leaves half-empty
+ * pages behind. Returns an LMDB code. */
+static int s_index_put_key(MDB_cursor *cursor, const char *key_bytes, size_t key_len,
+                           uint8_t *items, size_t count)
 {
-    size_t n = self->pending_count;
+    MDB_val key = {.mv_size = key_len, .mv_data = (void *)key_bytes}, last;
+    size_t older = 0;
+    int rc = mdb_cursor_get(cursor, &key, &last, MDB_SET);
+    if (rc == 0)
+        rc = mdb_cursor_get(cursor, &key, &last, MDB_LAST_DUP);
+    if (rc == 0)
+        while (older < count && memcmp(items + older * S_ENTRY_BYTES, last.mv_data,
+                                       S_ENTRY_BYTES) <= 0)
+            older++;
+    else if (rc == MDB_NOTFOUND)
+        rc = 0;
+    key = (MDB_val){.mv_size = key_len, .mv_data = (void *)key_bytes};
+    if (rc == 0)
+        rc = s_put_multiple(cursor, &key, items, older, 0);
+    if (rc == 0)
+        rc = s_put_multiple(cursor, &key, items + older * S_ENTRY_BYTES, count - older,
+                            MDB_APPENDDUP);
+    return rc;
+}
+
+/* Makes room in self->multi for count items. */
+static void s_multi_reserve(store_t *self, size_t count)
+{
+    if (count <= self->multi_cap)
+        return;
+    while (self->multi_cap < count)
+        self->multi_cap = self->multi_cap ? 2 * self->multi_cap : 4096;
+    self->multi = cairn_realloc(self->multi, self->multi_cap * S_ENTRY_BYTES);
+}
+
+/* Writes the queued index entries in txn and empties the queue: into the
+ * index itself when run is 0 (a rebuild), else as run number run, one
+ * record per key (see THE INDEX). Grouped by key (s_index_group) and each
+ * key's items sorted, each key's items go in with one put. Adds the items
+ * written to *written. Returns an LMDB code. */
+static int s_index_flush(store_t *self, MDB_txn *txn, uint64_t run, size_t *written)
+{
     MDB_cursor *cursor = NULL;
-    self->pending_count = 0;
-    self->keys_used = 0;
-    if (n == 0)
+    if (self->pending_count == 0) {
+        s_index_clear(self);
         return 0;
-    qsort_r(self->pending, n, sizeof *self->pending, s_pending_cmp, self->pending_keys);
-    int rc = mdb_cursor_open(txn, self->index_dbi, &cursor);
-    for (size_t i = 0; rc == 0 && i < n;) {
-        const s_pending_t *first = &self->pending[i];
-        size_t count = 0, j = i;
-        for (; j < n && self->pending[j].key_len == first->key_len &&
-               !memcmp(self->pending_keys + self->pending[j].key_at,
-                       self->pending_keys + first->key_at, first->key_len);
-             j++) {
-            if (count == self->multi_cap) {
-                self->multi_cap = self->multi_cap ? 2 * self->multi_cap : 4096;
-                self->multi = cairn_realloc(self->multi, self->multi_cap * S_ENTRY_BYTES);
-            }
-            if (count && !memcmp(self->multi + (count - 1) * S_ENTRY_BYTES,
-                                 self->pending[j].data, S_ENTRY_BYTES))
-                continue; /* the same entry twice (two resources alike) */
-            memcpy(self->multi + count * S_ENTRY_BYTES, self->pending[j].data, S_ENTRY_BYTES);
-            count++;
+    }
+    s_index_group(self);
+    int rc = mdb_cursor_open(txn, run ? self->runs_dbi : self->index_dbi, &cursor);
+    char *run_key = run ? cairn_malloc(S_RUN_PREFIX + self->key_max_bytes) : NULL;
+    if (run_key)
+        s_put_u64((uint8_t *)run_key, run);
+    for (size_t r = 0; rc == 0 && r < self->key_count; r++) {
+        const s_pending_t *group = &self->sorted[self->key_start[r]];
+        size_t group_len = self->key_start[r + 1] - self->key_start[r];
+        const s_key_t *key = &self->keys[group->key];
+        const char *key_bytes = self->pending_keys + key->at;
+        bool is_sorted = true;
+        s_multi_reserve(self, group_len);
+        for (size_t j = 0; j < group_len; j++) {
+            memcpy(self->multi + j * S_ENTRY_BYTES, group[j].data, S_ENTRY_BYTES);
+            if (j && is_sorted && memcmp(group[j - 1].data, group[j].data, S_ENTRY_BYTES) > 0)
+                is_sorted = false;
         }
-        MDB_val key = {.mv_size = first->key_len, .mv_data = self->pending_keys + first->key_at};
-        MDB_val last;
-        size_t older = 0;
-        rc = mdb_cursor_get(cursor, &key, &last, MDB_SET);
-        if (rc == 0)
-            rc = mdb_cursor_get(cursor, &key, &last, MDB_LAST_DUP);
-        if (rc == 0)
-            while (older < count &&
-                   memcmp(self->multi + older * S_ENTRY_BYTES, last.mv_data, S_ENTRY_BYTES) <= 0)
-                older++;
-        else if (rc == MDB_NOTFOUND)
-            rc = 0;
-        key = (MDB_val){.mv_size = first->key_len, .mv_data = self->pending_keys + first->key_at};
-        if (rc == 0)
-            rc = s_put_multiple(cursor, &key, self->multi, older, 0);
-        if (rc == 0)
-            rc = s_put_multiple(cursor, &key, self->multi + older * S_ENTRY_BYTES, count - older,
-                                MDB_APPENDDUP);
-        i = j;
+        if (!is_sorted) /* queue order is seq order; eventTimes may go back */
+            qsort(self->multi, group_len, S_ENTRY_BYTES, s_item_cmp);
+        size_t count = group_len ? 1 : 0;
+        for (size_t j = 1; j < group_len; j++) /* the same entry twice: two resources alike */
+            if (memcmp(self->multi + j * S_ENTRY_BYTES, self->multi + (count - 1) * S_ENTRY_BYTES,
+                       S_ENTRY_BYTES))
+                memmove(self->multi + count++ * S_ENTRY_BYTES, self->multi + j * S_ENTRY_BYTES,
+                        S_ENTRY_BYTES);
+        if (run) {
+            /* Keys ascend within the run and runs ascend: always an append. */
+            memcpy(run_key + S_RUN_PREFIX, key_bytes, key->len);
+            MDB_val k = {.mv_size = S_RUN_PREFIX + key->len, .mv_data = run_key};
+            MDB_val data = {.mv_size = count * S_ENTRY_BYTES, .mv_data = self->multi};
+            rc = mdb_cursor_put(cursor, &k, &data, MDB_APPEND);
+        } else
+            rc = s_index_put_key(cursor, key_bytes, key->len, self->multi, count);
+        *written += count;
+    }
+    free(run_key);
+    if (cursor)
+        mdb_cursor_close(cursor);
+    s_index_clear(self);
+    return rc;
+}
+
+/* --- runs ------------------------------------------------------------------ */
+
+/* One run's data items under one key, as the read transaction sees them. */
+typedef struct {
+    const uint8_t *items;
+    size_t count;
+    uint64_t run;
+} s_slice_t;
+
+/* A growing array of slices. */
+typedef struct {
+    s_slice_t *slices;
+    size_t count, cap;
+    size_t items; /* over all slices */
+} s_slices_t;
+
+/* Finds key's record in every run (two descents per run at most) and
+ * appends them to out. The items stay valid while txn lives and writes
+ * nothing. Returns an LMDB code. */
+static int s_run_slices(store_t *self, MDB_txn *txn, const char *key, size_t key_len,
+                        s_slices_t *out)
+{
+    MDB_cursor *cursor = NULL;
+    uint8_t *want = cairn_malloc(S_RUN_PREFIX + key_len);
+    uint64_t run = 0;
+    memcpy(want + S_RUN_PREFIX, key, key_len);
+    int rc = mdb_cursor_open(txn, self->runs_dbi, &cursor);
+    while (rc == 0) {
+        s_put_u64(want, run);
+        MDB_val k = {.mv_size = S_RUN_PREFIX + key_len, .mv_data = want}, v;
+        rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+        if (rc != 0)
+            break;
+        if (k.mv_size < S_RUN_PREFIX || v.mv_size % S_ENTRY_BYTES) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        uint64_t found = s_get_u64(k.mv_data);
+        if (found != run) {
+            run = found; /* run has no key at or after it: look in the next one */
+            continue;
+        }
+        if (k.mv_size == S_RUN_PREFIX + key_len && !memcmp(k.mv_data, want, k.mv_size) &&
+            v.mv_size) {
+            if (out->count == out->cap) {
+                out->cap = out->cap ? 2 * out->cap : 16;
+                out->slices = cairn_realloc(out->slices, out->cap * sizeof *out->slices);
+            }
+            out->slices[out->count++] = (s_slice_t){v.mv_data, v.mv_size / S_ENTRY_BYTES, run};
+            out->items += v.mv_size / S_ENTRY_BYTES;
+        }
+        if (run == UINT64_MAX)
+            break;
+        run++;
     }
     if (cursor)
         mdb_cursor_close(cursor);
+    free(want);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Index of the first item of slice greater than item (binary search). */
+static size_t s_slice_upper(const s_slice_t *slice, const uint8_t item[S_ENTRY_BYTES])
+{
+    size_t lo = 0, hi = slice->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (memcmp(slice->items + mid * S_ENTRY_BYTES, item, S_ENTRY_BYTES) <= 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static bool s_slice_has(const s_slice_t *slice, const uint8_t item[S_ENTRY_BYTES])
+{
+    size_t at = s_slice_upper(slice, item);
+    return at > 0 && !memcmp(slice->items + (at - 1) * S_ENTRY_BYTES, item, S_ENTRY_BYTES);
+}
+
+/* Removes item from key's record in the run holding it, if any. */
+static int s_run_remove(store_t *self, MDB_txn *txn, const char *key, size_t key_len,
+                        const uint8_t item[S_ENTRY_BYTES])
+{
+    s_slices_t found = {0};
+    int rc = s_run_slices(self, txn, key, key_len, &found);
+    for (size_t i = 0; rc == 0 && i < found.count; i++) {
+        const s_slice_t *slice = &found.slices[i];
+        if (!s_slice_has(slice, item))
+            continue;
+        size_t at = s_slice_upper(slice, item) - 1, bytes = slice->count * S_ENTRY_BYTES;
+        uint8_t *rest = cairn_malloc(bytes);
+        memcpy(rest, slice->items, at * S_ENTRY_BYTES); /* before the write moves them */
+        memcpy(rest + at * S_ENTRY_BYTES, slice->items + (at + 1) * S_ENTRY_BYTES,
+               bytes - (at + 1) * S_ENTRY_BYTES);
+        uint8_t *run_key = cairn_malloc(S_RUN_PREFIX + key_len);
+        s_put_u64(run_key, slice->run);
+        memcpy(run_key + S_RUN_PREFIX, key, key_len);
+        MDB_val k = {.mv_size = S_RUN_PREFIX + key_len, .mv_data = run_key};
+        MDB_val v = {.mv_size = bytes - S_ENTRY_BYTES, .mv_data = rest};
+        rc = v.mv_size ? mdb_put(txn, self->runs_dbi, &k, &v, 0)
+                       : mdb_del(txn, self->runs_dbi, &k, NULL);
+        free(run_key);
+        free(rest);
+        break; /* an item is in one place only; the slices are stale now */
+    }
+    free(found.slices);
+    return rc;
+}
+
+/* One run being merged: a cursor on its current record. */
+typedef struct {
+    MDB_cursor *cursor;
+    uint64_t run;
+    MDB_val key, data;  /* current record; key.mv_data NULL when the run is done */
+    size_t taken;       /* records merged, from the first one seen */
+    uint8_t *first_key; /* a copy of the first merged record's key */
+    size_t first_len;
+} s_merge_run_t;
+
+/* Moves r to its next record, or marks it done at the end of its run. */
+static int s_merge_advance(s_merge_run_t *r, MDB_cursor_op op)
+{
+    int rc = mdb_cursor_get(r->cursor, &r->key, &r->data, op);
+    if (rc == 0 && (r->key.mv_size < S_RUN_PREFIX || s_get_u64(r->key.mv_data) != r->run))
+        rc = MDB_NOTFOUND;
+    if (rc == MDB_NOTFOUND)
+        r->key.mv_data = NULL;
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Orders the index keys (after the run id) of two current records. */
+static int s_merge_key_cmp(const MDB_val *a, const MDB_val *b)
+{
+    size_t la = a->mv_size - S_RUN_PREFIX, lb = b->mv_size - S_RUN_PREFIX;
+    int c = memcmp((const char *)a->mv_data + S_RUN_PREFIX, (const char *)b->mv_data + S_RUN_PREFIX,
+                   la < lb ? la : lb);
+    return c ? c : la < lb ? -1 : la > lb;
+}
+
+/* One step of a merge pass, in txn: moves the items of every run's keys
+ * from self->merge_key on (in key order, whole keys, at least budget items
+ * unless the keys run out) into the index and deletes their run records.
+ * Sets self->merge_next to the key where it stopped, merge_next_done when
+ * no key was left, and *merged to the items moved. Returns an LMDB code. */
+static int s_merge_step(store_t *self, MDB_txn *txn, size_t budget, size_t *merged)
+{
+    s_merge_run_t *runs = NULL;
+    size_t n_runs = 0, cap = 0;
+    MDB_cursor *index = NULL, *scan = NULL;
+    uint8_t *seek = cairn_malloc(S_RUN_PREFIX + self->key_max_bytes);
+    uint64_t run = 0;
+    *merged = 0;
+    self->merge_next_done = false;
+    memcpy(seek + S_RUN_PREFIX, self->merge_key, self->merge_key_len);
+    int rc = mdb_cursor_open(txn, self->runs_dbi, &scan);
+    /* A cursor at each run's first key from merge_key on. */
+    while (rc == 0) {
+        s_put_u64(seek, run);
+        MDB_val k = {.mv_size = S_RUN_PREFIX + self->merge_key_len, .mv_data = seek}, v;
+        rc = mdb_cursor_get(scan, &k, &v, MDB_SET_RANGE);
+        if (rc != 0)
+            break;
+        uint64_t found = k.mv_size >= S_RUN_PREFIX ? s_get_u64(k.mv_data) : 0;
+        if (found != run) {
+            run = found;
+            continue;
+        }
+        if (n_runs == cap) {
+            cap = cap ? 2 * cap : 16;
+            runs = cairn_realloc(runs, cap * sizeof *runs);
+        }
+        s_merge_run_t *r = &runs[n_runs++];
+        *r = (s_merge_run_t){.run = run};
+        rc = mdb_cursor_open(txn, self->runs_dbi, &r->cursor);
+        if (rc == 0)
+            rc = mdb_cursor_get(r->cursor, &k, &v, MDB_SET_RANGE);
+        if (rc == 0) {
+            r->key = k;
+            r->data = v;
+        }
+        if (run == UINT64_MAX)
+            break;
+        run++;
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, self->index_dbi, &index);
+    /* Key by key, smallest first: gather every run's items, then put them. */
+    while (rc == 0) {
+        const MDB_val *min = NULL;
+        for (size_t i = 0; i < n_runs; i++)
+            if (runs[i].key.mv_data && (!min || s_merge_key_cmp(&runs[i].key, min) < 0))
+                min = &runs[i].key;
+        if (!min) {
+            self->merge_next_done = true;
+            break;
+        }
+        size_t key_len = min->mv_size - S_RUN_PREFIX;
+        if (*merged >= budget) {
+            memcpy(self->merge_next, (const char *)min->mv_data + S_RUN_PREFIX, key_len);
+            self->merge_next_len = key_len;
+            break;
+        }
+        memcpy(seek + S_RUN_PREFIX, (const char *)min->mv_data + S_RUN_PREFIX, key_len);
+        MDB_val want = {.mv_size = min->mv_size, .mv_data = seek};
+        size_t count = 0;
+        bool is_sorted = true;
+        for (size_t i = 0; rc == 0 && i < n_runs; i++) {
+            s_merge_run_t *r = &runs[i];
+            if (!r->key.mv_data || s_merge_key_cmp(&r->key, &want) != 0)
+                continue;
+            size_t items = r->data.mv_size / S_ENTRY_BYTES;
+            if (r->data.mv_size % S_ENTRY_BYTES) {
+                rc = MDB_CORRUPTED;
+                break;
+            }
+            s_multi_reserve(self, count + items);
+            memcpy(self->multi + count * S_ENTRY_BYTES, r->data.mv_data, r->data.mv_size);
+            if (count && items && memcmp(self->multi + (count - 1) * S_ENTRY_BYTES,
+                                         self->multi + count * S_ENTRY_BYTES, S_ENTRY_BYTES) >= 0)
+                is_sorted = false;
+            count += items;
+            if (r->taken++ == 0) {
+                r->first_len = r->key.mv_size;
+                r->first_key = cairn_malloc(r->first_len);
+                memcpy(r->first_key, r->key.mv_data, r->first_len);
+            }
+            rc = s_merge_advance(r, MDB_NEXT);
+        }
+        if (rc != 0)
+            break;
+        size_t distinct = count;
+        if (!is_sorted) { /* each run's items are sorted; together they may not be */
+            qsort(self->multi, count, S_ENTRY_BYTES, s_item_cmp);
+            distinct = count ? 1 : 0;
+            for (size_t i = 1; i < count; i++)
+                if (memcmp(self->multi + i * S_ENTRY_BYTES,
+                           self->multi + (distinct - 1) * S_ENTRY_BYTES, S_ENTRY_BYTES))
+                    memmove(self->multi + distinct++ * S_ENTRY_BYTES,
+                            self->multi + i * S_ENTRY_BYTES, S_ENTRY_BYTES);
+        }
+        rc = s_index_put_key(index, (const char *)seek + S_RUN_PREFIX, key_len, self->multi,
+                             distinct);
+        *merged += count;
+    }
+    /* The merged records of each run are consecutive: delete them. */
+    for (size_t i = 0; i < n_runs; i++) {
+        s_merge_run_t *r = &runs[i];
+        if (rc == 0 && r->taken) {
+            MDB_val k = {.mv_size = r->first_len, .mv_data = r->first_key}, v;
+            rc = mdb_cursor_get(scan, &k, &v, MDB_SET);
+            for (size_t t = 0; rc == 0 && t < r->taken; t++) {
+                if (t)
+                    rc = mdb_cursor_get(scan, &k, &v, MDB_NEXT);
+                if (rc == 0 && (k.mv_size < S_RUN_PREFIX || s_get_u64(k.mv_data) != r->run))
+                    rc = MDB_CORRUPTED;
+                if (rc == 0)
+                    rc = mdb_cursor_del(scan, 0);
+            }
+        }
+        if (r->cursor)
+            mdb_cursor_close(r->cursor);
+        free(r->first_key);
+    }
+    if (index)
+        mdb_cursor_close(index);
+    if (scan)
+        mdb_cursor_close(scan);
+    free(runs);
+    free(seek);
     return rc;
 }
 
@@ -520,7 +949,9 @@ static int s_unindex_key(store_t *self, void *ctx, const char *key, size_t key_l
     MDB_val k = {.mv_size = key_len, .mv_data = (void *)key};
     MDB_val data = {.mv_size = sizeof entry, .mv_data = entry};
     int rc = mdb_del(ctx, self->index_dbi, &k, &data);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    if (rc == MDB_NOTFOUND) /* not merged yet */
+        rc = s_run_remove(self, ctx, key, key_len, entry);
+    return rc;
 }
 
 /* Removes every index entry of event at seq, in txn. Returns an LMDB code. */
@@ -648,9 +1079,10 @@ static int s_rebuild_chunk(store_t *self, uint64_t *after_seq, bool *is_done, ca
     *is_done = rc == MDB_NOTFOUND;
     if (rc == MDB_NOTFOUND)
         rc = 0;
+    size_t written = 0;
     if (rc == 0)
-        rc = s_index_flush(self, txn);
-    self->pending_count = self->keys_used = 0;
+        rc = s_index_flush(self, txn, 0, &written);
+    s_index_clear(self);
     if (cursor)
         mdb_cursor_close(cursor);
     if (rc == 0)
@@ -687,6 +1119,8 @@ static int s_ensure_index(store_t *self)
     if (rc == 0)
         rc = mdb_drop(txn, self->ids_dbi, 0); /* version 1 keyed them by eventID alone */
     if (rc == 0)
+        rc = mdb_drop(txn, self->runs_dbi, 0);
+    if (rc == 0)
         rc = mdb_txn_commit(txn);
     else if (txn)
         mdb_txn_abort(txn);
@@ -710,6 +1144,66 @@ static int s_ensure_index(store_t *self)
     else if (stat.ms_entries > 0)
         cairn_log_notice("store %s: index built", self->dir);
     return rc == 0 ? 0 : -1;
+}
+
+/* Takes the effect of a committed merge step (s_merge_step). */
+static void s_merge_done(store_t *self, size_t merged)
+{
+    self->run_items = merged < self->run_items ? self->run_items - merged : 0;
+    self->is_merging = !self->merge_next_done;
+    if (self->is_merging) {
+        memcpy(self->merge_key, self->merge_next, self->merge_next_len);
+        self->merge_key_len = self->merge_next_len;
+    }
+}
+
+/* Learns the runs a store holds at open: the next run id and their items. */
+static int s_load_runs(store_t *self)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cursor = NULL;
+    MDB_val key, val;
+    size_t records = 0;
+    int rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, self->runs_dbi, &cursor);
+    if (rc == 0)
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
+    self->next_run = 1;
+    while (rc == 0) {
+        if (key.mv_size < S_RUN_PREFIX) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        uint64_t run = s_get_u64(key.mv_data);
+        if (records++ == 0)
+            self->pass_run = run;
+        if (run >= self->next_run)
+            self->next_run = run + 1;
+        self->run_items += val.mv_size / S_ENTRY_BYTES;
+        rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+    }
+    if (records == 0)
+        self->pass_run = self->next_run;
+    if (cursor)
+        mdb_cursor_close(cursor);
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        cairn_log_error("store %s: cannot read the index runs: %s", self->dir, mdb_strerror(rc));
+        return -1;
+    }
+    if (records)
+        cairn_log_info("store %s: %zu index items in %zu run records wait for a merge", self->dir,
+                       self->run_items, records);
+    return 0;
+}
+
+void store_set_merge(store_t *self, size_t at_items, size_t max_runs, size_t step_items)
+{
+    self->merge_at = at_items ? at_items : S_MERGE_AT_ENTRIES;
+    self->merge_max_runs = max_runs ? max_runs : S_MERGE_MAX_RUNS;
+    self->merge_step = step_items ? step_items : S_MERGE_STEP_ENTRIES;
 }
 
 store_t *store_new(const char *dir, int64_t map_bytes, bool is_durable)
@@ -750,6 +1244,8 @@ store_t *store_new(const char *dir, int64_t map_bytes, bool is_durable)
         rc = mdb_dbi_open(txn, "index", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED,
                           &self->index_dbi);
     if (rc == 0)
+        rc = mdb_dbi_open(txn, "runs", MDB_CREATE, &self->runs_dbi);
+    if (rc == 0)
         rc = mdb_txn_commit(txn); /* frees txn even when it fails */
     else if (txn)
         mdb_txn_abort(txn);
@@ -758,7 +1254,12 @@ store_t *store_new(const char *dir, int64_t map_bytes, bool is_durable)
         store_destroy(&self);
         return NULL;
     }
-    if (s_ensure_index(self) != 0 || s_load_progress(self) != 0) {
+    self->merge_at = S_MERGE_AT_ENTRIES;
+    self->merge_max_runs = S_MERGE_MAX_RUNS;
+    self->merge_step = S_MERGE_STEP_ENTRIES;
+    self->merge_key = cairn_malloc(self->key_max_bytes + 1);
+    self->merge_next = cairn_malloc(self->key_max_bytes + 1);
+    if (s_ensure_index(self) != 0 || s_load_progress(self) != 0 || s_load_runs(self) != 0) {
         store_destroy(&self); /* logged */
         return NULL;
     }
@@ -779,7 +1280,13 @@ void store_destroy(store_t **self_p)
         mdb_env_close(self->env);
     free(self->pending);
     free(self->pending_keys);
+    free(self->keys);
+    free(self->key_table);
+    free(self->sorted);
+    free(self->key_start);
     free(self->multi);
+    free(self->merge_key);
+    free(self->merge_next);
     free(self->dir);
     free(self);
     *self_p = NULL;
@@ -898,16 +1405,35 @@ int store_put_batches(store_t *self, const Cairn__Batch *const *batches, size_t 
     MDB_txn *txn = NULL;
     memset(results, 0, batch_count * sizeof *results);
     int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    size_t written = 0, merged = 0;
     for (size_t i = 0; rc == 0 && i < batch_count; i++)
         rc = s_put_batch(self, txn, batches[i], ingest_ms, &seq, &results[i]);
     if (rc == 0)
-        rc = s_index_flush(self, txn);
-    self->pending_count = self->keys_used = 0; /* an abort drops what is queued */
+        rc = s_index_flush(self, txn, self->next_run, &written);
+    s_index_clear(self); /* an abort drops what is queued */
+    bool is_pass_start = !self->is_merging &&
+                         (self->run_items + written >= self->merge_at ||
+                          self->next_run + 1 - self->pass_run >= self->merge_max_runs);
+    if (is_pass_start)
+        self->merge_key_len = 0;
+    if (rc == 0 && (self->is_merging || is_pass_start)) {
+        size_t budget = self->merge_step > SIZE_MAX - written ? SIZE_MAX
+                                                                : self->merge_step + written;
+        rc = s_merge_step(self, txn, budget, &merged);
+    }
     if (rc == 0)
         rc = mdb_txn_commit(txn); /* frees txn even when it fails */
     else if (txn)
         mdb_txn_abort(txn);
 
+    if (rc == 0 && is_pass_start)
+        self->pass_run = self->next_run;
+    if (rc == 0 && written) {
+        self->next_run++;
+        self->run_items += written;
+    }
+    if (rc == 0 && (self->is_merging || is_pass_start))
+        s_merge_done(self, merged);
     if (rc == 0) {
         self->next_seq = seq;
         self->last_ingest_ms = ingest_ms;
@@ -1105,6 +1631,8 @@ store_t *store_open_readonly(const char *dir)
     if (rc == 0)
         rc = mdb_dbi_open(txn, "index", MDB_DUPSORT | MDB_DUPFIXED, &self->index_dbi);
     if (rc == 0)
+        rc = mdb_dbi_open(txn, "runs", 0, &self->runs_dbi);
+    if (rc == 0)
         rc = mdb_txn_commit(txn); /* keeps the dbi handles; frees txn */
     else if (txn)
         mdb_txn_abort(txn);
@@ -1136,6 +1664,7 @@ typedef struct {
     char keys[S_DRIVE_ID + 1][1024];           /* each filter's index key */
     size_t key_lens[S_DRIVE_ID + 1];           /* 0: no filter on that attribute */
     uint64_t fps[S_DRIVE_ID + 1];              /* each filter's fingerprint */
+    s_slices_t slices[S_DRIVE_ID + 1];         /* each filter's items in runs */
     bool has_unsure_filter;                    /* hashed or cut: check on the event */
     uint8_t upper[S_ENTRY_BYTES];              /* newest data item that may match */
     cairn_arena_t arena;                           /* unpacks the current event */
@@ -1191,56 +1720,91 @@ static int s_query_probe(s_query_t *q, int driving, const MDB_val *data, bool *i
         MDB_val key = {.mv_size = q->key_lens[a], .mv_data = q->keys[a]};
         MDB_val probe_data = {.mv_size = sizeof entry, .mv_data = entry};
         int rc = mdb_cursor_get(q->probe, &key, &probe_data, MDB_GET_BOTH);
-        if (rc == MDB_NOTFOUND)
+        if (rc == MDB_NOTFOUND) {
             *is_match = false;
-        else if (rc != 0)
+            for (size_t i = 0; !*is_match && i < q->slices[a].count; i++)
+                *is_match = s_slice_has(&q->slices[a].slices[i], entry);
+        } else if (rc != 0)
             return rc;
     }
     return 0;
 }
 
-/* Walks the driving key's data items from q->upper down to start_ms; under
- * a hashed key, only those with the driving value's fingerprint. */
+/* Positions the driving key's index cursor at its newest item at or below
+ * q->upper. Returns an LMDB code (MDB_NOTFOUND: none). */
+static int s_query_seek(s_query_t *q, MDB_cursor *drive, int driving, MDB_val *data)
+{
+    MDB_val drive_key = {.mv_size = q->key_lens[driving], .mv_data = q->keys[driving]};
+    MDB_val key = drive_key;
+    *data = (MDB_val){.mv_size = S_ENTRY_BYTES, .mv_data = q->upper};
+    int rc = mdb_cursor_get(drive, &key, data, MDB_GET_BOTH_RANGE); /* first >= upper */
+    if (rc == 0 && memcmp(data->mv_data, q->upper, S_ENTRY_BYTES) > 0)
+        rc = mdb_cursor_get(drive, &key, data, MDB_PREV_DUP);
+    else if (rc == MDB_NOTFOUND) { /* every item is below upper: start at the newest */
+        key = drive_key; /* MDB_SET needs data: without it, LAST_DUP is EINVAL */
+        rc = mdb_cursor_get(drive, &key, data, MDB_SET);
+        if (rc == 0)
+            rc = mdb_cursor_get(drive, &key, data, MDB_LAST_DUP);
+    }
+    return rc;
+}
+
+/* Walks the driving key's data items from q->upper down to start_ms, the
+ * index's and the runs' merged newest first; under a hashed key, only those
+ * with the driving value's fingerprint. */
 static int s_query_scan(s_query_t *q, int driving)
 {
     MDB_cursor *drive = NULL;
-    MDB_val drive_key = {.mv_size = q->key_lens[driving], .mv_data = q->keys[driving]};
-    MDB_val key = drive_key;
-    MDB_val data = {.mv_size = S_ENTRY_BYTES, .mv_data = q->upper};
+    MDB_val key, data;
     uint64_t drive_fp = q->fps[driving];
+    s_slices_t *runs = &q->slices[driving];
+    size_t *left = cairn_calloc(runs->count + 1, sizeof *left); /* items to go per slice */
+    for (size_t i = 0; i < runs->count; i++)
+        left[i] = s_slice_upper(&runs->slices[i], q->upper);
     int rc = mdb_cursor_open(q->txn, q->store->index_dbi, &drive);
-    if (rc == 0) {
-        rc = mdb_cursor_get(drive, &key, &data, MDB_GET_BOTH_RANGE); /* first >= upper */
-        if (rc == 0 && memcmp(data.mv_data, q->upper, S_ENTRY_BYTES) > 0)
-            rc = mdb_cursor_get(drive, &key, &data, MDB_PREV_DUP);
-        else if (rc == MDB_NOTFOUND) { /* every item is below upper: start at the newest */
-            key = drive_key; /* MDB_SET needs data: without it, LAST_DUP is EINVAL */
-            rc = mdb_cursor_get(drive, &key, &data, MDB_SET);
-            if (rc == 0)
-                rc = mdb_cursor_get(drive, &key, &data, MDB_LAST_DUP);
-        }
-    }
+    int index_rc = rc == 0 ? s_query_seek(q, drive, driving, &data) : rc;
+    if (index_rc != 0 && index_rc != MDB_NOTFOUND)
+        rc = index_rc;
     while (rc == 0 && q->fn_rc == 0) {
-        store_position_t position;
-        bool is_match = true;
-        if (data.mv_size != S_ENTRY_BYTES) {
+        const uint8_t *item = index_rc == 0 ? data.mv_data : NULL;
+        size_t from = SIZE_MAX; /* the slice item comes from; SIZE_MAX: the index */
+        if (index_rc == 0 && data.mv_size != S_ENTRY_BYTES) {
             rc = MDB_CORRUPTED;
             break;
         }
-        s_get_position(data.mv_data, &position);
+        for (size_t i = 0; i < runs->count; i++) {
+            const uint8_t *top = left[i] ? runs->slices[i].items + (left[i] - 1) * S_ENTRY_BYTES
+                                         : NULL;
+            if (top && (!item || memcmp(top, item, S_ENTRY_BYTES) > 0)) {
+                item = top;
+                from = i;
+            }
+        }
+        if (!item)
+            break; /* every source is done */
+        store_position_t position;
+        bool is_match = true;
+        s_get_position(item, &position);
         if (position.event_time_ms < q->query->start_ms)
             break;
-        if (s_get_u64((const uint8_t *)data.mv_data + S_POSITION_BYTES) != drive_fp)
+        if (s_get_u64(item + S_POSITION_BYTES) != drive_fp)
             is_match = false; /* another value in the same bucket */
+        MDB_val found = {.mv_size = S_ENTRY_BYTES, .mv_data = (void *)item};
         if (is_match)
-            rc = s_query_probe(q, driving, &data, &is_match);
+            rc = s_query_probe(q, driving, &found, &is_match);
         if (rc == 0 && is_match)
             rc = s_query_emit(q, &position);
-        if (rc == 0 && q->fn_rc == 0)
-            rc = mdb_cursor_get(drive, &key, &data, MDB_PREV_DUP);
+        if (rc == 0 && from != SIZE_MAX)
+            left[from]--;
+        else if (rc == 0) {
+            index_rc = mdb_cursor_get(drive, &key, &data, MDB_PREV_DUP);
+            if (index_rc != 0 && index_rc != MDB_NOTFOUND)
+                rc = index_rc;
+        }
     }
     if (drive)
         mdb_cursor_close(drive);
+    free(left);
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
@@ -1302,17 +1866,24 @@ long store_query(store_t *self, const store_query_t *query, store_hit_fn *fn, vo
         }
         MDB_val key = {.mv_size = q->key_lens[a], .mv_data = q->keys[a]}, data;
         size_t count = 0;
-        rc = mdb_cursor_get(q->probe, &key, &data, MDB_SET); /* data: see s_query_scan */
+        rc = mdb_cursor_get(q->probe, &key, &data, MDB_SET); /* data: see s_query_seek */
         if (rc == 0)
             rc = mdb_cursor_count(q->probe, &count);
-        if (rc == MDB_NOTFOUND || (value && value[0] == '\0')) {
-            is_empty = true; /* no event has it */
+        if (rc == MDB_NOTFOUND)
             rc = 0;
+        if (rc == 0)
+            rc = s_run_slices(self, q->txn, q->keys[a], q->key_lens[a], &q->slices[a]);
+        count += q->slices[a].items;
+        if (rc == 0 && (count == 0 || (value && value[0] == '\0'))) {
+            is_empty = true; /* no event has it */
         } else if (rc == 0 && count < driving_count) {
             driving = a;
             driving_count = count;
         }
     }
+    if (rc == 0 && !is_empty && driving == STORE_ATTR_COUNT)
+        rc = s_run_slices(self, q->txn, q->keys[driving], q->key_lens[driving],
+                          &q->slices[driving]);
     if (driving != STORE_ATTR_COUNT)
         q->key_lens[STORE_ATTR_COUNT] = 0; /* no need to probe it: every event has it */
     if (rc == 0 && !is_empty)
@@ -1327,6 +1898,8 @@ long store_query(store_t *self, const store_query_t *query, store_hit_fn *fn, vo
     if (rc != 0 || q->fn_rc < 0)
         count = -1;
     cairn_arena_fini(&q->arena);
+    for (int a = 0; a <= S_DRIVE_ID; a++)
+        free(q->slices[a].slices);
     free(q);
     return count;
 }

@@ -9,9 +9,12 @@
  *             fingerprint} (MDB_DUPSORT, DUPFIXED): every store_attr_t
  *             below, eventID, and one key holding every event, so that any
  *             lookup streams newest-first by eventTime (store_query)
+ *   runs      run id + index key -> that key's data items of one transaction:
+ *             the index entries of recent transactions, merged into index
+ *             in passes (see store.c, THE INDEX); queries read both
  *
- * The index is written in the same transaction as its event and deleted with
- * it (store_delete_event). A store written by a build without the index gets
+ * The index is written in the same transaction as its event (as a run) and
+ * deleted with it (store_delete_event). A store written by a build without the index gets
  * it built when the writer opens it.
  *
  * Threads: one writer of events (the receiver's loop thread) calls
@@ -186,6 +189,13 @@ int store_delete_event(store_t *self, uint64_t seq);
  * so ingest never stalls behind retention. Returns the number pruned (0 when
  * nothing is due), or -1 (logged). Writer thread. */
 long store_prune(store_t *self, int64_t before_ms, uint64_t max_seq, size_t max_events);
+
+/* Sets when the writer merges runs into the index: a pass begins once runs
+ * hold at_items data items or max_runs transactions wrote runs since the
+ * last pass began, and each store_put_batches during a pass merges at least
+ * step_items more than it wrote. 0 keeps a default. For tests and
+ * benchmarks. Writer thread. */
+void store_set_merge(store_t *self, size_t at_items, size_t max_runs, size_t step_items);
 
 /* Events removed by store_prune since the store was opened. Any thread. */
 uint64_t store_pruned_count(const store_t *self);

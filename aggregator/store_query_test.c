@@ -51,6 +51,22 @@ typedef struct {
 
 static uint64_t s_agent_seq; /* agent sequence of the next batch (per test) */
 
+/* How the stores of a round of the tests merge their index runs: every test
+ * runs once with entries left in runs, once merged at each put, and once in
+ * small steps that leave passes half done between puts. */
+typedef enum { MERGE_NEVER, MERGE_EACH_PUT, MERGE_IN_STEPS } merge_mode_t;
+static merge_mode_t s_merge_mode;
+
+static void s_set_merge(store_t *store)
+{
+    if (s_merge_mode == MERGE_NEVER)
+        store_set_merge(store, SIZE_MAX, SIZE_MAX, 0);
+    else if (s_merge_mode == MERGE_EACH_PUT)
+        store_set_merge(store, 1, 1, SIZE_MAX);
+    else
+        store_set_merge(store, 12, 1000, 3);
+}
+
 /* Stores events in one batch of one call. */
 static void s_put(store_t *store, const test_event_t *specs, size_t count)
 {
@@ -172,6 +188,8 @@ static int setup(void **state)
     }
     snprintf(fx->path, sizeof fx->path, "%s/store", fx->dir);
     fx->store = store_new(fx->path, TEST_MAP_BYTES, false);
+    if (fx->store)
+        s_set_merge(fx->store);
     s_agent_seq = 1;
     *state = fx;
     return fx->store ? 0 : -1;
@@ -491,6 +509,7 @@ static void delete_removes_the_event_and_its_index_entries(void **state)
     store_destroy(&fx->store);
     fx->store = store_new(fx->path, TEST_MAP_BYTES, false);
     assert_non_null(fx->store);
+    s_set_merge(fx->store);
     test_event_t next = {.id = "e8", .time_ms = 1};
     s_put(fx->store, &next, 1);
     q = STORE_QUERY_ALL;
@@ -628,6 +647,7 @@ static void an_old_store_gets_its_index_built(void **state)
 
     fx->store = store_new(fx->path, TEST_MAP_BYTES, false);
     assert_non_null(fx->store);
+    s_set_merge(fx->store);
     store_query_t q = STORE_QUERY_ALL;
     q.values[STORE_ATTR_USERNAME] = "alice";
     hits_t *h = s_query(fx->store, &q);
@@ -672,6 +692,8 @@ static void a_readonly_store_reads_while_the_writer_writes(void **state)
         _exit(0);
     }
     char c;
+    close(ready[1]); /* a child that dies early gives EOF, not a hang */
+    close(go[0]);
     assert_int_equal(read(ready[0], &c, 1), 1);
     test_event_t more = {.id = "e7", .time_ms = 9000, .user_name = "alice"};
     s_put(fx->store, &more, 1);
@@ -681,11 +703,177 @@ static void a_readonly_store_reads_while_the_writer_writes(void **state)
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     close(ready[0]);
-    close(ready[1]);
-    close(go[0]);
     close(go[1]);
 
     assert_null(store_open_readonly("/nonexistent/cairn-store"));
+}
+
+/* --- runs and their merge -------------------------------------------------- */
+
+enum { RUN_PUTS = 40, RUN_PUT_EVENTS = 7, RUN_EVENTS = (RUN_PUTS + 6) * RUN_PUT_EVENTS };
+
+static char s_run_ids[RUN_EVENTS][16], s_run_arns[RUN_EVENTS][40];
+static test_event_t s_run_events[RUN_EVENTS];
+
+/* Event i of the merge test: eventTimes out of order, values repeating with
+ * different periods so that filters combine in every way. */
+static void s_run_event(size_t i)
+{
+    static const char *const names[] = {"GetObject", "PutObject", "RunInstances"};
+    static const char *const users[] = {"ann", "ben", "cat", "dan", "eve"};
+    static const char *const keys[] = {"AKIA1", "AKIA2", "AKIA3", "AKIA4"};
+    snprintf(s_run_ids[i], sizeof s_run_ids[i], "m%04zu", i);
+    snprintf(s_run_arns[i], sizeof s_run_arns[i], "arn:aws:s3:::bucket-%zu", i % 6);
+    s_run_events[i] = (test_event_t){
+        .id = s_run_ids[i],
+        .time_ms = (int64_t)((i * 7919) % 1000) * 10 + 100,
+        .name = names[i % 3],
+        .user_name = users[i % 5],
+        .access_key = keys[i % 4],
+        .read_only = i % 2 ? CAIRN__READ_ONLY__READ_ONLY_TRUE : CAIRN__READ_ONLY__READ_ONLY_FALSE,
+        .resource_type = "AWS::S3::Bucket",
+        .resource_arn = s_run_arns[i],
+    };
+}
+
+/* Whether event i matches q (the filters this test uses). */
+static bool s_run_matches(size_t i, const store_query_t *q)
+{
+    const test_event_t *e = &s_run_events[i];
+    const char *ro = e->read_only == CAIRN__READ_ONLY__READ_ONLY_TRUE ? "true" : "false";
+    const char *v;
+    if (q->event_id && strcmp(q->event_id, e->id))
+        return false;
+    if ((v = q->values[STORE_ATTR_EVENT_NAME]) && strcmp(v, e->name))
+        return false;
+    if ((v = q->values[STORE_ATTR_USERNAME]) && strcmp(v, e->user_name))
+        return false;
+    if ((v = q->values[STORE_ATTR_ACCESS_KEY_ID]) && strcmp(v, e->access_key))
+        return false;
+    if ((v = q->values[STORE_ATTR_READ_ONLY]) && strcmp(v, ro))
+        return false;
+    if ((v = q->values[STORE_ATTR_RESOURCE_NAME]) && strcmp(v, e->resource_arn) &&
+        strcmp(v, strrchr(e->resource_arn, ':') + 1))
+        return false;
+    return e->time_ms >= q->start_ms && e->time_ms <= q->end_ms;
+}
+
+/* Checks that q finds exactly the matching events among the first n, newest
+ * first (ties: the later stored first). */
+static void s_run_check(store_t *store, const store_query_t *q, size_t n)
+{
+    static size_t expected[RUN_EVENTS];
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++)
+        if (s_run_matches(i, q))
+            expected[count++] = i;
+    for (size_t a = 1; a < count; a++) /* insertion sort: newest first, then later seq */
+        for (size_t b = a; b > 0; b--) {
+            size_t x = expected[b - 1], y = expected[b];
+            if (s_run_events[x].time_ms > s_run_events[y].time_ms ||
+                (s_run_events[x].time_ms == s_run_events[y].time_ms && x > y))
+                break;
+            expected[b - 1] = y;
+            expected[b] = x;
+        }
+    hits_t *h = s_query(store, q);
+    for (size_t i = 0; i < h->count && i < count; i++)
+        if (strcmp(h->ids[i], s_run_events[expected[i]].id) != 0)
+            fail_msg("after %zu events, hit %zu is %s, expected %s", n, i, h->ids[i],
+                     s_run_events[expected[i]].id);
+    if (h->count != count)
+        fail_msg("after %zu events: %zu hits, expected %zu", n, h->count, count);
+    free(h);
+}
+
+/* Every kind of query the test makes, over the first n events. */
+static void s_run_check_all(store_t *store, size_t n)
+{
+    store_query_t q = STORE_QUERY_ALL;
+    s_run_check(store, &q, n);
+    q.start_ms = 3000;
+    q.end_ms = 7000;
+    s_run_check(store, &q, n);
+    static const struct {
+        store_attr_t attr;
+        const char *value;
+    } filters[] = {
+        {STORE_ATTR_EVENT_NAME, "PutObject"},     {STORE_ATTR_USERNAME, "cat"},
+        {STORE_ATTR_ACCESS_KEY_ID, "AKIA2"},      {STORE_ATTR_READ_ONLY, "true"},
+        {STORE_ATTR_RESOURCE_NAME, "bucket-4"},   {STORE_ATTR_USERNAME, "nobody"},
+    };
+    for (size_t f = 0; f < sizeof filters / sizeof *filters; f++) {
+        q = STORE_QUERY_ALL;
+        q.values[filters[f].attr] = filters[f].value;
+        s_run_check(store, &q, n);
+        q.values[STORE_ATTR_EVENT_NAME] = "GetObject"; /* and a second filter */
+        s_run_check(store, &q, n);
+    }
+    q = STORE_QUERY_ALL;
+    q.event_id = s_run_events[n / 2].id;
+    s_run_check(store, &q, n);
+}
+
+/* Many small transactions: after each, every query sees exactly the events
+ * stored, whether their entries sit in runs, in the index, or (merging in
+ * steps) a pass is half done; the runs survive a reopen, and the mode does
+ * what it says (runs only, index only). */
+static void queries_see_every_event_while_runs_merge(void **state)
+{
+    fixture_t *fx = *state;
+    size_t n = 0;
+    for (size_t i = 0; i < RUN_EVENTS; i++)
+        s_run_event(i);
+    for (int put = 0; put < RUN_PUTS; put++) {
+        s_put(fx->store, &s_run_events[n], RUN_PUT_EVENTS);
+        n += RUN_PUT_EVENTS;
+        s_run_check_all(fx->store, n);
+    }
+    store_destroy(&fx->store);
+
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi index, runs;
+    MDB_stat index_stat, runs_stat;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    assert_int_equal(mdb_env_open(env, fx->path, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "index", MDB_DUPSORT | MDB_DUPFIXED, &index), 0);
+    assert_int_equal(mdb_dbi_open(txn, "runs", 0, &runs), 0);
+    assert_int_equal(mdb_stat(txn, index, &index_stat), 0);
+    assert_int_equal(mdb_stat(txn, runs, &runs_stat), 0);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    if (s_merge_mode == MERGE_NEVER) {
+        assert_int_equal(index_stat.ms_entries, 0);
+        assert_true(runs_stat.ms_entries > 0);
+    } else if (s_merge_mode == MERGE_EACH_PUT) {
+        assert_true(index_stat.ms_entries > 0);
+        assert_int_equal(runs_stat.ms_entries, 0);
+    } else
+        assert_true(index_stat.ms_entries > 0);
+
+    fx->store = store_new(fx->path, TEST_MAP_BYTES, false);
+    assert_non_null(fx->store);
+    s_set_merge(fx->store);
+    s_run_check_all(fx->store, n);
+    for (int put = 0; put < 6; put++) {
+        s_put(fx->store, &s_run_events[n], RUN_PUT_EVENTS);
+        n += RUN_PUT_EVENTS;
+        s_run_check_all(fx->store, n);
+    }
+    /* Delete from wherever an event's entries are. */
+    assert_int_equal(store_delete_event(fx->store, 3), 0);
+    assert_int_equal(store_delete_event(fx->store, (uint64_t)n), 0);
+    store_query_t q = STORE_QUERY_ALL;
+    q.values[STORE_ATTR_USERNAME] = s_run_events[2].user_name;
+    hits_t *h = s_query(fx->store, &q);
+    for (size_t i = 0; i < h->count; i++) {
+        assert_string_not_equal(h->ids[i], s_run_events[2].id);
+        assert_string_not_equal(h->ids[i], s_run_events[n - 1].id);
+    }
+    free(h);
 }
 
 int main(void)
@@ -709,6 +897,15 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(an_event_is_its_event_id_at_its_event_time, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(queries_see_every_event_while_runs_merge, setup,
+                                        teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    static const char *const modes[] = {"entries left in runs", "runs merged at each put",
+                                        "runs merged in small steps"};
+    int failed = 0;
+    for (s_merge_mode = MERGE_NEVER; s_merge_mode <= MERGE_IN_STEPS; s_merge_mode++) {
+        fprintf(stderr, "[ ROUND    ] %s\n", modes[s_merge_mode]);
+        failed += cmocka_run_group_tests(tests, NULL, NULL);
+    }
+    return failed;
 }
