@@ -54,6 +54,11 @@ Options:
   --store-map-size S the aggregator's [store] map_size (default 64G: the local
                      cluster's 4G fills at ~1.4 million events)
   --spool-map-size S each agent's [spool] map_size (default: the cluster's)
+  --aggregator-set SECTION.KEY=VALUE
+                     set a key of the aggregator's config before the load
+                     (repeatable), e.g. store.group_commit_max_bytes=4M
+  --agent-set SECTION.KEY=VALUE
+                     the same for every agent, e.g. aggregator.window_bytes=8M
   --keep DIR         keep the cluster's files in DIR (default: a temporary
                      directory, removed at exit)
   -h, --help         show this help
@@ -75,14 +80,15 @@ die() {
 
 QUICK=0 SCENARIO=steady SECONDS_OPT="" COUNT="" BUILD_DIR="$REPO_DIR/build" INTERVAL=""
 CONNECTIONS="" BATCH=100 RATE=0 DUPLICATES="" WAIT_DELIVERY=1 KEEP_DIR=""
-STORE_MAP_SIZE=64G SPOOL_MAP_SIZE=""
+STORE_MAP_SIZE=64G SPOOL_MAP_SIZE="" AGGREGATOR_SETS=() AGENT_SETS=()
 while (($# > 0)); do
     case $1 in
     --quick) QUICK=1 ; shift ;;
     --no-delivery) WAIT_DELIVERY=0 ; shift ;;
     -h | --help) usage ; exit 0 ;;
     --scenario | --seconds | --count | --build-dir | --interval | --connections | --batch | \
-        --rate | --duplicates | --keep | --store-map-size | --spool-map-size)
+        --rate | --duplicates | --keep | --store-map-size | --spool-map-size | \
+        --aggregator-set | --agent-set)
         (($# >= 2)) || die "$1 needs a value"
         case $1 in
         --scenario) SCENARIO=$2 ;;
@@ -97,6 +103,10 @@ while (($# > 0)); do
         --keep) KEEP_DIR=$2 ;;
         --store-map-size) STORE_MAP_SIZE=$2 ;;
         --spool-map-size) SPOOL_MAP_SIZE=$2 ;;
+        --aggregator-set | --agent-set)
+            [[ $2 =~ ^[a-z_]+\.[a-z_]+=.+$ ]] || die "$1 wants SECTION.KEY=VALUE, not '$2'"
+            if [[ $1 == --agent-set ]]; then AGENT_SETS+=("$2"); else AGGREGATOR_SETS+=("$2"); fi
+            ;;
         esac
         shift 2
         ;;
@@ -310,12 +320,26 @@ query_round() {
     return 0
 }
 
-# set_conf FILE SECTION KEY VALUE: replaces KEY's value in [SECTION] of FILE.
+# set_conf FILE SECTION KEY VALUE: sets KEY in [SECTION] of FILE (replaced
+# where it is, else added at the end of the section, or in a new section).
 set_conf() {
     awk -v sec="$2" -v key="$3" -v val="$4" '
-        /^[[:space:]]*\[/ { s = $0; gsub(/[[:space:]\[\]]/, "", s); section = s }
-        section == sec && $0 ~ "^[[:space:]]*" key "[[:space:]]*=" { print key " = " val; next }
-        { print }' "$1" >"$1.tmp" && mv "$1.tmp" "$1"
+        function flush() { if (section == sec && !done) { print key " = " val; done = 1 } }
+        /^[[:space:]]*\[/ { flush(); s = $0; gsub(/[[:space:]\[\]]/, "", s); section = s }
+        section == sec && $0 ~ "^[[:space:]]*" key "[[:space:]]*=" {
+            if (!done) print key " = " val; done = 1; next }
+        { print }
+        END { flush(); if (!done) { print "[" sec "]"; print key " = " val } }' "$1" >"$1.tmp" &&
+        mv "$1.tmp" "$1"
+}
+
+# apply_sets FILE SECTION.KEY=VALUE...: set_conf for each.
+apply_sets() {
+    local file=$1 set
+    shift
+    for set in "$@"; do
+        set_conf "$file" "${set%%.*}" "$(cut -d= -f1 <<<"${set#*.}")" "${set#*=}"
+    done
 }
 
 # --- run ---------------------------------------------------------------------
@@ -333,15 +357,18 @@ read -r -a AGENT_URLS <<<"$CAIRN_AGENT_URLS"
 
 # Map sizes: the cluster's are the documented defaults, too small for a long
 # flat-out run. Set them in the generated configs and restart (before load).
-if [[ -n $STORE_MAP_SIZE ]]; then
-    set_conf "$DIR/aggregator.conf" store map_size "$STORE_MAP_SIZE"
+if [[ -n $STORE_MAP_SIZE || ${#AGGREGATOR_SETS[@]} -gt 0 ]]; then
+    [[ -z $STORE_MAP_SIZE ]] || set_conf "$DIR/aggregator.conf" store map_size "$STORE_MAP_SIZE"
+    apply_sets "$DIR/aggregator.conf" "${AGGREGATOR_SETS[@]}"
     cluster stop-aggregator
     cluster start-aggregator
     PIDS[aggregator]=$(read_pid "$CAIRN_AGGREGATOR_PID_FILE")
 fi
-if [[ -n $SPOOL_MAP_SIZE ]]; then
+if [[ -n $SPOOL_MAP_SIZE || ${#AGENT_SETS[@]} -gt 0 ]]; then
     for region in "${REGION_LIST[@]}"; do
-        set_conf "$DIR/agent-$region.conf" spool map_size "$SPOOL_MAP_SIZE"
+        [[ -z $SPOOL_MAP_SIZE ]] ||
+            set_conf "$DIR/agent-$region.conf" spool map_size "$SPOOL_MAP_SIZE"
+        apply_sets "$DIR/agent-$region.conf" "${AGENT_SETS[@]}"
         cluster stop-agent --region "$region"
         cluster start-agent --region "$region"
         PIDS[agent-$region]=$(read_pid "$DIR/agent-$region.pid")
