@@ -3,6 +3,7 @@
  * the loop, destroys them in reverse order. */
 #include "agent_metrics.h"
 #include "cairn_log.h"
+#include "cairn_mem.h"
 #include "cairn_signal.h"
 #include "config.h"
 #include "intake.h"
@@ -116,7 +117,7 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
                                                      4 << 20, 512 << 10, 64 << 20);
     s->shipper.linger_ms = config_duration_ms(cfg, "aggregator", "linger", 20, 1, 10000);
     s->shipper.window_batches = (size_t)config_int(cfg, "aggregator", "window", 16, 1, 1024);
-    s->shipper.window_bytes = (size_t)config_size(cfg, "aggregator", "window_bytes", 12 << 20,
+    s->shipper.window_bytes = (size_t)config_size(cfg, "aggregator", "window_bytes", 6 << 20,
                                                   64 << 10, (int64_t)1 << 30);
     s->shipper.ack_timeout_ms =
         config_duration_ms(cfg, "aggregator", "ack_timeout", 5000, 100, 600000);
@@ -251,6 +252,7 @@ int main(int argc, char **argv)
         cairn_signal_catch_reload();
         s_reload_t reload = {config_path, selector};
         zloop_timer(loop, 250, 0, s_on_reload_tick, &reload);
+        zloop_timer(loop, 1000, 0, cairn_mem_trim_timer, NULL);
         /* zloop_start also returns when a SIGHUP interrupts its poll; only
          * SIGTERM/SIGINT (zsys_interrupted) end the process. */
         while (zloop_start(loop) == 0 && !zsys_interrupted)

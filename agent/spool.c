@@ -56,6 +56,7 @@
 #define SPOOL_RESERVE_BYTES (64 * 4096) /* kept free for the deletes of acks */
 #define SPOOL_CACHE_KEEP_BYTES (128 << 20) /* newest part of the file left in the page cache */
 #define SPOOL_CACHE_STEP_BYTES (32 << 20)  /* dropped from the page cache at a time */
+#define SPOOL_UNMAP_EVENTS 64 /* acknowledged events deleted between two unmaps */
 
 /* One caller's spool_append, queued for the next group commit. Lives on the
  * caller's stack until is_done. */
@@ -510,10 +511,14 @@ int spool_ack_through(spool_t *self, uint64_t through_seq)
     if (rc == 0) {
         MDB_val k, v;
         int r = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-        while (r == 0 && s_seq(&k) <= through_seq) {
+        for (size_t n = 1; r == 0 && s_seq(&k) <= through_seq; n++) {
             r = mdb_cursor_del(cur, 0);
             if (r == 0)
                 r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            /* An ack covering a whole window (thousands of events) would
+             * map all their pages before the unmap below. */
+            if (n % SPOOL_UNMAP_EVENTS == 0)
+                spool_unmap(self);
         }
         if (r != 0 && r != MDB_NOTFOUND)
             rc = r;

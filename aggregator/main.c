@@ -84,7 +84,7 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
     s->receiver.listen = config_str(cfg, "aggregator", "listen", "tcp://127.0.0.1:4790");
     s->receiver.group_max = (size_t)config_int(cfg, "aggregator", "group_commit_max", 64, 1, 4096);
     s->receiver.group_max_bytes = (size_t)config_size(cfg, "aggregator", "group_commit_max_bytes",
-                                                      8 << 20, 1 << 20, (int64_t)1 << 30);
+                                                      4 << 20, 1 << 20, (int64_t)1 << 30);
     s->http_listen = config_str(cfg, "http", "listen", "127.0.0.1:4791");
     s->store_map_bytes =
         config_size(cfg, "store", "map_size", (int64_t)16 << 30, 1 << 20, (int64_t)1 << 46);
@@ -356,6 +356,7 @@ int main(int argc, char **argv)
         cairn_signal_catch_reload();
         zloop_timer(loop, 250, 0, s_on_reload_tick, &reload);
         zloop_timer(loop, 1000, 0, s_on_retention_tick, &retention);
+        zloop_timer(loop, 1000, 0, cairn_mem_trim_timer, NULL);
         cairn_log_notice("aggregator %s: ready; receiving on %s, delivering every %lld s to %s",
                          settings.delivery.aggregator_id, settings.receiver.listen,
                          (long long)(settings.delivery.interval_ms / 1000), settings.bucket_url);

@@ -3,6 +3,7 @@
 
 #include <stdatomic.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,4 +45,13 @@ char *cairn_strdup_at(const char *s, const char *file, int line)
 uint64_t cairn_alloc_count(void)
 {
     return atomic_load_explicit(&s_count, memory_order_relaxed);
+}
+
+int cairn_mem_trim_timer(struct _zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    (void)arg;
+    malloc_trim(0);
+    return 0;
 }
