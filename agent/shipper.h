@@ -33,7 +33,7 @@ typedef struct {
     size_t batch_max_bytes;   /* ... or this many bytes of packed events */
     int64_t linger_ms;        /* how often pending events are packed and sent */
     size_t window_batches;    /* unacknowledged batches in flight, at most */
-    size_t window_bytes;      /* and their bytes (0: 12 MiB); the last batch sent may pass it */
+    size_t window_bytes;      /* and their bytes (0: 6 MiB); the last batch sent may pass it */
     int64_t ack_timeout_ms;   /* resend after this long without an ack */
     int64_t heartbeat_ms;     /* send a heartbeat this often */
     int64_t silence_ms;       /* reconnect after this long without hearing the aggregator */
