@@ -56,7 +56,7 @@
 #define SPOOL_RESERVE_BYTES (64 * 4096) /* kept free for the deletes of acks */
 #define SPOOL_CACHE_KEEP_BYTES (128 << 20) /* newest part of the file left in the page cache */
 #define SPOOL_CACHE_STEP_BYTES (32 << 20)  /* dropped from the page cache at a time */
-#define SPOOL_UNMAP_EVENTS 64 /* acknowledged events deleted between two unmaps */
+#define SPOOL_UNMAP_EVENTS 64 /* events read or deleted between two unmaps */
 
 /* One caller's spool_append, queued for the next group commit. Lives on the
  * caller's stack until is_done. */
@@ -480,6 +480,8 @@ long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_b
             passed++;
             if (fn(ctx, s_seq(&k), v.mv_data, v.mv_size) != 0)
                 break;
+            if (passed % SPOOL_UNMAP_EVENTS == 0)
+                spool_unmap(self); /* fn is done with those events */
             r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
         }
         if (r != 0 && r != MDB_NOTFOUND)
