@@ -662,6 +662,7 @@ out = {
     "curve": m["curve"] == "1", "durable": True,
     "events_sent": lg["events_sent"], "events_accepted": lg["events_accepted"],
     "events_unique": unique, "duplicates_sent": lg["duplicates_sent"], "errors": lg["errors"],
+    "retries_503": lg.get("retries_503", 0),
     "events_stored": int(m["stored"] or 0), "events_delivered": delivered,
     "events_delivered_distinct": bucket.get("distinct") if delivered is not None else None,
     "avg_record_bytes": lg["avg_record_bytes"],
@@ -704,6 +705,7 @@ def fmt(v, unit=""):
     return f"{v:,}{unit}" if isinstance(v, int) else f"{v}{unit}"
 rows = [
     ("events sent / unique / duplicates", f"{out['events_sent']:,} / {unique:,} / {out['duplicates_sent']:,}"),
+    ("requests answered 503 (spool full; retried after Retry-After)", f"{out['retries_503']:,}"),
     ("events stored / delivered (distinct)", f"{out['events_stored']:,} / {fmt(delivered)} ({fmt(out['events_delivered_distinct'])})"),
     ("record size, average", fmt(out["avg_record_bytes"], " B")),
     ("accepted (HTTP 200) events/s", fmt(out["events_per_s_accepted"])),
