@@ -112,6 +112,14 @@ static void s_metrics(const status_sources_t *src, const s_view_t *view,
                       "Group-commit transactions of the store.", (double)r->commits);
     cairn_metrics_one(&m, "cairn_store_events", "gauge", "Events in the store.",
                       (double)view->events_stored);
+    store_index_stats_t index;
+    store_index_stats(src->store, &index);
+    cairn_metrics_one(&m, "cairn_store_index_run_items", "gauge",
+                      "Index entries written as runs and not yet merged into the index.",
+                      (double)index.run_items);
+    cairn_metrics_one(&m, "cairn_store_index_merge_passes_total", "counter",
+                      "Merge passes of the index's runs completed since start.",
+                      (double)index.merge_passes);
     cairn_metrics_one(&m, "cairn_events_pruned_total", "counter",
                       "Events removed by retention since start.",
                       (double)store_pruned_count(src->store));

@@ -165,6 +165,8 @@ struct store {
     bool is_merging;              /* a pass is under way: keys from merge_key on are left */
     char *merge_key;              /* key_max_bytes + 1 */
     size_t merge_key_len;
+    _Atomic size_t shown_run_items; /* run_items, for store_index_stats (any thread) */
+    atomic_uint_fast64_t passes;  /* merge passes completed since open */
     char *merge_next;             /* the key the open transaction's step stopped at */
     size_t merge_next_len;
     bool merge_next_done;         /* the open transaction's step ended the pass */
@@ -1150,6 +1152,9 @@ static int s_ensure_index(store_t *self)
 static void s_merge_done(store_t *self, size_t merged)
 {
     self->run_items = merged < self->run_items ? self->run_items - merged : 0;
+    atomic_store(&self->shown_run_items, self->run_items);
+    if (self->merge_next_done)
+        atomic_fetch_add(&self->passes, 1);
     self->is_merging = !self->merge_next_done;
     if (self->is_merging) {
         memcpy(self->merge_key, self->merge_next, self->merge_next_len);
@@ -1193,10 +1198,18 @@ static int s_load_runs(store_t *self)
         cairn_log_error("store %s: cannot read the index runs: %s", self->dir, mdb_strerror(rc));
         return -1;
     }
+    atomic_store(&self->shown_run_items, self->run_items);
     if (records)
         cairn_log_info("store %s: %zu index items in %zu run records wait for a merge", self->dir,
                        self->run_items, records);
     return 0;
+}
+
+void store_index_stats(const store_t *self, store_index_stats_t *stats)
+{
+    store_t *s = (store_t *)self; /* atomics only */
+    stats->run_items = atomic_load(&s->shown_run_items);
+    stats->merge_passes = atomic_load(&s->passes);
 }
 
 void store_set_merge(store_t *self, size_t at_items, size_t max_runs, size_t step_items)
@@ -1431,6 +1444,7 @@ int store_put_batches(store_t *self, const Cairn__Batch *const *batches, size_t 
     if (rc == 0 && written) {
         self->next_run++;
         self->run_items += written;
+        atomic_store(&self->shown_run_items, self->run_items);
     }
     if (rc == 0 && (self->is_merging || is_pass_start))
         s_merge_done(self, merged);

@@ -197,6 +197,16 @@ long store_prune(store_t *self, int64_t before_ms, uint64_t max_seq, size_t max_
  * benchmarks. Writer thread. */
 void store_set_merge(store_t *self, size_t at_items, size_t max_runs, size_t step_items);
 
+/* The index's runs, for /metrics: data items waiting in runs for a merge
+ * pass, and the passes completed since the store was opened. */
+typedef struct {
+    uint64_t run_items;
+    uint64_t merge_passes;
+} store_index_stats_t;
+
+/* Fills stats. Any thread. */
+void store_index_stats(const store_t *self, store_index_stats_t *stats);
+
 /* Events removed by store_prune since the store was opened. Any thread. */
 uint64_t store_pruned_count(const store_t *self);
 

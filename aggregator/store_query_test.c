@@ -829,6 +829,16 @@ static void queries_see_every_event_while_runs_merge(void **state)
         n += RUN_PUT_EVENTS;
         s_run_check_all(fx->store, n);
     }
+    store_index_stats_t stats;
+    store_index_stats(fx->store, &stats);
+    if (s_merge_mode == MERGE_NEVER) {
+        assert_true(stats.run_items >= (uint64_t)n);
+        assert_int_equal(stats.merge_passes, 0);
+    } else if (s_merge_mode == MERGE_EACH_PUT) {
+        assert_int_equal(stats.run_items, 0);
+        assert_int_equal(stats.merge_passes, RUN_PUTS);
+    } else
+        assert_true(stats.merge_passes > 0);
     store_destroy(&fx->store);
 
     MDB_env *env;

@@ -125,6 +125,12 @@ def scenario(t):
                         'cairn_events_rejected_total{reason="bad_record"}': 0,
                         "cairn_events_acked_total": 700, "cairn_spool_events": 0}.items():
         check(w.get(name) == value, f"eu-west-2 {name} = {w.get(name)}, expected {value}")
+    # The index's runs: 2000 events have at least 4000 entries (all-events
+    # key and eventID); they wait in runs unless a merge pass took them.
+    runs, passes = a.get("cairn_store_index_run_items"), a.get("cairn_store_index_merge_passes_total")
+    check(runs is not None and passes is not None, "aggregator /metrics lacks the index run gauges")
+    check(runs is None or passes is None or passes > 0 or runs >= 4000,
+          f"cairn_store_index_run_items = {runs} with no merge pass: entries lost?")
     for name in ("cairn_inflight_batches", "cairn_inflight_bytes"):
         check(e.get(name) == 0, f"us-east-1 {name} = {e.get(name)}, expected 0 once all is acked")
     check(e.get("cairn_inflight_bytes_max", 0) > 0,
