@@ -18,7 +18,9 @@
  * A housekeeping timer advances the store's watermark, which is how the
  * delivery actor learns that a window has closed: this thread is the only
  * writer of events, so between two of its transactions nothing older than
- * "now" can still arrive. */
+ * "now" can still arrive. After a second without a commit, the same timer
+ * merges the index's runs a step per tick (store_merge), so that they do
+ * not wait for the next burst. */
 #include "receiver.h"
 
 #include "cairn_arena.h"
@@ -29,6 +31,9 @@
 
 #include <pthread.h>
 #include <string.h>
+
+#define RECEIVER_TICK_MS    100 /* housekeeping: watermark, snapshot, idle merge */
+#define RECEIVER_IDLE_TICKS 10  /* ticks without a commit before merging runs */
 
 typedef struct {
     uint8_t bytes[16];             /* a ROUTER routing id (libzmq makes 5 bytes) */
@@ -61,6 +66,8 @@ struct receiver {
     const Cairn__Batch **batches;  /* the valid ones of the group */
     store_batch_result_t *results;
     receiver_stats_t stats;
+    uint64_t idle_commits;         /* stats.commits when the idle streak began */
+    int idle_ticks;                /* housekeeping ticks without a commit */
     receiver_agent_t *agents;      /* known agents, loop thread's copy */
     size_t agent_count;
     s_routing_id_t *routing_ids;   /* agents[i]'s connection, from its Hello */
@@ -394,6 +401,13 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
 {
     receiver_t *self = arg;
     store_advance_watermark(self->store, cairn_time_now_ms());
+    /* Idle for a second: merge the index's runs a step per tick, so that
+     * queries after a burst do not keep reading them. */
+    if (self->stats.commits != self->idle_commits) {
+        self->idle_commits = self->stats.commits;
+        self->idle_ticks = 0;
+    } else if (++self->idle_ticks >= RECEIVER_IDLE_TICKS)
+        store_merge(self->store);
     pthread_mutex_lock(&self->snapshot_lock);
     self->snapshot_stats = self->stats;
     memcpy(self->snapshot_agents, self->agents, self->agent_count * sizeof *self->agents);
@@ -492,7 +506,7 @@ receiver_t *receiver_new(store_t *store, zloop_t *loop, const receiver_options_t
         return NULL;
     }
     zloop_reader(loop, self->router, s_on_readable, self);
-    self->timer_id = zloop_timer(loop, 100, 0, s_on_tick, self);
+    self->timer_id = zloop_timer(loop, RECEIVER_TICK_MS, 0, s_on_tick, self);
     store_advance_watermark(store, cairn_time_now_ms());
     if (self->is_curve)
         cairn_log_info("receiver: listening on %s (CURVE; agents allowed by %s)", self->listen,

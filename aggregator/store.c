@@ -1205,6 +1205,35 @@ static int s_load_runs(store_t *self)
     return 0;
 }
 
+int store_merge(store_t *self)
+{
+    if (!self->is_merging && self->run_items == 0)
+        return 0;
+    bool is_pass_start = !self->is_merging;
+    size_t merged = 0;
+    MDB_txn *txn = NULL;
+    if (is_pass_start)
+        self->merge_key_len = 0;
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = s_merge_step(self, txn, self->merge_step, &merged);
+    if (rc == 0 && merged)
+        rc = mdb_txn_commit(txn);
+    else if (txn)
+        mdb_txn_abort(txn); /* nothing merged: nothing to write */
+    if (rc != 0) {
+        cairn_log_error("store %s: merging the index's runs failed: %s", self->dir,
+                        mdb_strerror(rc));
+        return -1;
+    }
+    if (is_pass_start)
+        self->pass_run = self->next_run;
+    if (is_pass_start && self->merge_next_done && merged == 0)
+        self->run_items = 0; /* a whole pass found no run: the count was off */
+    s_merge_done(self, merged);
+    return self->is_merging || self->run_items ? 1 : 0;
+}
+
 void store_index_stats(const store_t *self, store_index_stats_t *stats)
 {
     store_t *s = (store_t *)self; /* atomics only */

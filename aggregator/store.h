@@ -197,6 +197,13 @@ long store_prune(store_t *self, int64_t before_ms, uint64_t max_seq, size_t max_
  * benchmarks. Writer thread. */
 void store_set_merge(store_t *self, size_t at_items, size_t max_runs, size_t step_items);
 
+/* One step of a merge pass in its own write transaction, whatever the
+ * thresholds of store_set_merge: what the writer calls when it is idle, so
+ * that runs left after a burst reach the index and queries stop reading
+ * them. Returns 1 while runs remain, 0 when none does, -1 (logged) on error.
+ * Writer thread. */
+int store_merge(store_t *self);
+
 /* The index's runs, for /metrics: data items waiting in runs for a merge
  * pass, and the passes completed since the store was opened. */
 typedef struct {

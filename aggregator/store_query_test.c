@@ -710,7 +710,7 @@ static void a_readonly_store_reads_while_the_writer_writes(void **state)
 
 /* --- runs and their merge -------------------------------------------------- */
 
-enum { RUN_PUTS = 40, RUN_PUT_EVENTS = 7, RUN_EVENTS = (RUN_PUTS + 6) * RUN_PUT_EVENTS };
+enum { RUN_PUTS = 40, RUN_PUT_EVENTS = 7, RUN_EVENTS = (RUN_PUTS + 8) * RUN_PUT_EVENTS };
 
 static char s_run_ids[RUN_EVENTS][16], s_run_arns[RUN_EVENTS][40];
 static test_event_t s_run_events[RUN_EVENTS];
@@ -873,6 +873,19 @@ static void queries_see_every_event_while_runs_merge(void **state)
         n += RUN_PUT_EVENTS;
         s_run_check_all(fx->store, n);
     }
+    /* The writer's idle merge takes every run into the index. */
+    int more = 1;
+    for (int i = 0; more == 1 && i < 100000; i++)
+        more = store_merge(fx->store);
+    assert_int_equal(more, 0);
+    store_index_stats(fx->store, &stats);
+    assert_int_equal(stats.run_items, 0);
+    s_run_check_all(fx->store, n);
+    for (int put = 0; put < 2; put++) { /* and runs written after it merge too */
+        s_put(fx->store, &s_run_events[n], RUN_PUT_EVENTS);
+        n += RUN_PUT_EVENTS;
+    }
+    s_run_check_all(fx->store, n);
     /* Delete from wherever an event's entries are. */
     assert_int_equal(store_delete_event(fx->store, 3), 0);
     assert_int_equal(store_delete_event(fx->store, (uint64_t)n), 0);
