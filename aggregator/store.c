@@ -681,11 +681,15 @@ typedef struct {
     size_t items; /* over all slices */
 } s_slices_t;
 
-/* Finds key's record in every run (two descents per run at most) and
- * appends them to out. The items stay valid while txn lives and writes
- * nothing. Returns an LMDB code. */
-static int s_run_slices(store_t *self, MDB_txn *txn, const char *key, size_t key_len,
-                        s_slices_t *out)
+/* Called by s_each_run for a run and its first record at or after the key
+ * asked for. Returns 0 to go on, else an LMDB code that stops the walk. */
+typedef int(s_run_fn)(store_t *self, void *ctx, uint64_t run, const MDB_val *key,
+                      const MDB_val *data);
+
+/* Calls fn for every run holding a record at or after key (two descents per
+ * run at most), runs in order. Returns fn's first non-zero answer, or 0. */
+static int s_each_run(store_t *self, MDB_txn *txn, const char *key, size_t key_len, s_run_fn *fn,
+                      void *ctx)
 {
     MDB_cursor *cursor = NULL;
     uint8_t *want = cairn_malloc(S_RUN_PREFIX + key_len);
@@ -696,27 +700,17 @@ static int s_run_slices(store_t *self, MDB_txn *txn, const char *key, size_t key
         s_put_u64(want, run);
         MDB_val k = {.mv_size = S_RUN_PREFIX + key_len, .mv_data = want}, v;
         rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
+        if (rc == 0 && k.mv_size < S_RUN_PREFIX)
+            rc = MDB_CORRUPTED;
         if (rc != 0)
             break;
-        if (k.mv_size < S_RUN_PREFIX || v.mv_size % S_ENTRY_BYTES) {
-            rc = MDB_CORRUPTED;
-            break;
-        }
         uint64_t found = s_get_u64(k.mv_data);
         if (found != run) {
             run = found; /* run has no key at or after it: look in the next one */
             continue;
         }
-        if (k.mv_size == S_RUN_PREFIX + key_len && !memcmp(k.mv_data, want, k.mv_size) &&
-            v.mv_size) {
-            if (out->count == out->cap) {
-                out->cap = out->cap ? 2 * out->cap : 16;
-                out->slices = cairn_realloc(out->slices, out->cap * sizeof *out->slices);
-            }
-            out->slices[out->count++] = (s_slice_t){v.mv_data, v.mv_size / S_ENTRY_BYTES, run};
-            out->items += v.mv_size / S_ENTRY_BYTES;
-        }
-        if (run == UINT64_MAX)
+        rc = fn(self, ctx, run, &k, &v);
+        if (rc != 0 || run == UINT64_MAX)
             break;
         run++;
     }
@@ -724,6 +718,41 @@ static int s_run_slices(store_t *self, MDB_txn *txn, const char *key, size_t key
         mdb_cursor_close(cursor);
     free(want);
     return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* s_run_slices' s_run_fn: keeps the record if it holds the key asked for. */
+typedef struct {
+    s_slices_t *out;
+    const char *key;
+    size_t key_len;
+} s_slices_ctx_t;
+
+static int s_add_slice(store_t *self, void *ctx, uint64_t run, const MDB_val *k, const MDB_val *v)
+{
+    s_slices_ctx_t *c = ctx;
+    s_slices_t *out = c->out;
+    (void)self;
+    if (v->mv_size % S_ENTRY_BYTES)
+        return MDB_CORRUPTED;
+    if (k->mv_size != S_RUN_PREFIX + c->key_len ||
+        memcmp((const char *)k->mv_data + S_RUN_PREFIX, c->key, c->key_len) || !v->mv_size)
+        return 0; /* this run has not the key */
+    if (out->count == out->cap) {
+        out->cap = out->cap ? 2 * out->cap : 16;
+        out->slices = cairn_realloc(out->slices, out->cap * sizeof *out->slices);
+    }
+    out->slices[out->count++] = (s_slice_t){v->mv_data, v->mv_size / S_ENTRY_BYTES, run};
+    out->items += v->mv_size / S_ENTRY_BYTES;
+    return 0;
+}
+
+/* Finds key's record in every run and appends them to out. The items stay
+ * valid while txn lives and writes nothing. Returns an LMDB code. */
+static int s_run_slices(store_t *self, MDB_txn *txn, const char *key, size_t key_len,
+                        s_slices_t *out)
+{
+    s_slices_ctx_t ctx = {out, key, key_len};
+    return s_each_run(self, txn, key, key_len, s_add_slice, &ctx);
 }
 
 /* Index of the first item of slice greater than item (binary search). */
@@ -786,6 +815,35 @@ typedef struct {
     size_t first_len;
 } s_merge_run_t;
 
+/* The runs of a merge step. */
+typedef struct {
+    s_merge_run_t *runs;
+    size_t count, cap;
+    MDB_txn *txn;
+} s_merge_runs_t;
+
+/* s_merge_step's s_run_fn: a cursor of run's own at its record k. */
+static int s_add_merge_run(store_t *self, void *ctx, uint64_t run, const MDB_val *k,
+                           const MDB_val *v)
+{
+    s_merge_runs_t *m = ctx;
+    if (m->count == m->cap) {
+        m->cap = m->cap ? 2 * m->cap : 16;
+        m->runs = cairn_realloc(m->runs, m->cap * sizeof *m->runs);
+    }
+    s_merge_run_t *r = &m->runs[m->count++];
+    *r = (s_merge_run_t){.run = run};
+    MDB_val key = *k, data = *v;
+    int rc = mdb_cursor_open(m->txn, self->runs_dbi, &r->cursor);
+    if (rc == 0)
+        rc = mdb_cursor_get(r->cursor, &key, &data, MDB_SET_KEY);
+    if (rc == 0) {
+        r->key = key;
+        r->data = data;
+    }
+    return rc;
+}
+
 /* Moves r to its next record, or marks it done at the end of its run. */
 static int s_merge_advance(s_merge_run_t *r, MDB_cursor_op op)
 {
@@ -813,46 +871,17 @@ static int s_merge_key_cmp(const MDB_val *a, const MDB_val *b)
  * no key was left, and *merged to the items moved. Returns an LMDB code. */
 static int s_merge_step(store_t *self, MDB_txn *txn, size_t budget, size_t *merged)
 {
-    s_merge_run_t *runs = NULL;
-    size_t n_runs = 0, cap = 0;
+    s_merge_runs_t m = {.txn = txn};
     MDB_cursor *index = NULL, *scan = NULL;
     uint8_t *seek = cairn_malloc(S_RUN_PREFIX + self->key_max_bytes);
-    uint64_t run = 0;
     *merged = 0;
     self->merge_next_done = false;
-    memcpy(seek + S_RUN_PREFIX, self->merge_key, self->merge_key_len);
-    int rc = mdb_cursor_open(txn, self->runs_dbi, &scan);
     /* A cursor at each run's first key from merge_key on. */
-    while (rc == 0) {
-        s_put_u64(seek, run);
-        MDB_val k = {.mv_size = S_RUN_PREFIX + self->merge_key_len, .mv_data = seek}, v;
-        rc = mdb_cursor_get(scan, &k, &v, MDB_SET_RANGE);
-        if (rc != 0)
-            break;
-        uint64_t found = k.mv_size >= S_RUN_PREFIX ? s_get_u64(k.mv_data) : 0;
-        if (found != run) {
-            run = found;
-            continue;
-        }
-        if (n_runs == cap) {
-            cap = cap ? 2 * cap : 16;
-            runs = cairn_realloc(runs, cap * sizeof *runs);
-        }
-        s_merge_run_t *r = &runs[n_runs++];
-        *r = (s_merge_run_t){.run = run};
-        rc = mdb_cursor_open(txn, self->runs_dbi, &r->cursor);
-        if (rc == 0)
-            rc = mdb_cursor_get(r->cursor, &k, &v, MDB_SET_RANGE);
-        if (rc == 0) {
-            r->key = k;
-            r->data = v;
-        }
-        if (run == UINT64_MAX)
-            break;
-        run++;
-    }
-    if (rc == MDB_NOTFOUND)
-        rc = 0;
+    int rc = s_each_run(self, txn, self->merge_key, self->merge_key_len, s_add_merge_run, &m);
+    s_merge_run_t *runs = m.runs;
+    size_t n_runs = m.count;
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, self->runs_dbi, &scan);
     if (rc == 0)
         rc = mdb_cursor_open(txn, self->index_dbi, &index);
     /* Key by key, smallest first: gather every run's items, then put them. */

@@ -29,14 +29,9 @@ for c in $COUNTS $CONNECTIONS; do
     [[ $c =~ ^[0-9]+$ ]] || { echo "agent_bench.sh: --counts and --connections take whole numbers" >&2; exit 2; }
 done
 
-DIR=$(mktemp -d /tmp/cairn-agent-bench.XXXXXX)
-export CAIRN_BIN_DIR=$BUILD
-cleanup() { "$REPO/deploy/local-cluster.sh" down --dir "$DIR/cluster" >/dev/null 2>&1 || true; rm -rf "$DIR"; }
-trap cleanup EXIT
-
-"$REPO/deploy/local-cluster.sh" up --dir "$DIR/cluster" --regions us-east-1 --interval 300 >/dev/null
-# shellcheck source=/dev/null
-source "$DIR/cluster/cluster.env"
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
+bench_cluster_up agent-bench
 "$REPO/deploy/local-cluster.sh" stop-aggregator --dir "$DIR/cluster" >/dev/null
 # A spool large enough for every round (the cluster's is 1G).
 "$REPO/deploy/local-cluster.sh" stop-agent --dir "$DIR/cluster" --region us-east-1 >/dev/null

@@ -23,14 +23,9 @@ while (($# > 0)); do
 done
 [[ $LINES =~ ^[0-9]+$ ]] || { echo "tail_bench.sh: --lines must be a number" >&2; exit 2; }
 
-DIR=$(mktemp -d /tmp/cairn-tail-bench.XXXXXX)
-export CAIRN_BIN_DIR=$BUILD
-cleanup() { "$REPO/deploy/local-cluster.sh" down --dir "$DIR/cluster" >/dev/null 2>&1 || true; rm -rf "$DIR"; }
-trap cleanup EXIT
-
-"$REPO/deploy/local-cluster.sh" up --dir "$DIR/cluster" --regions us-east-1 --interval 300 >/dev/null
-# shellcheck source=/dev/null
-source "$DIR/cluster/cluster.env"
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
+bench_cluster_up tail-bench
 "$BUILD/bench/cairn-loadgen" --write-file "$DIR/audit.jsonl" --count "$LINES" --quiet >/dev/null
 BYTES=$(stat -c %s "$DIR/audit.jsonl")
 
