@@ -117,6 +117,9 @@ bool agent_metrics_handle(void *ctx, const cairn_http_request_t *request,
                       (double)used);
     cairn_metrics_one(&m, "cairn_spool_capacity_bytes", "gauge", "Size limit of the spool.",
                       (double)map);
+    cairn_metrics_one(&m, "cairn_spool_corrupt_blocks_total", "counter",
+                      "Spool blocks found corrupt since start; their events are lost (logged).",
+                      (double)spool_corrupt_blocks(self->spool));
     cairn_metrics_one(&m, "cairn_spool_oldest_event_age_seconds", "gauge",
                       "Age (by eventTime) of the oldest unacknowledged event; 0 when empty.",
                       oldest_age_s);

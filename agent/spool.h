@@ -1,7 +1,8 @@
 /* spool.h: the agent's durable queue of events awaiting acknowledgement.
  *
  * An LMDB environment in the agent's data dir:
- *   events   spool seq (u64 big-endian) -> packed Event; MDB_APPEND order
+ *   events   first seq (u64 big-endian) -> a block of consecutive packed
+ *            Events (see Blocks in spool.c); MDB_APPEND order
  *   meta     "acked" -> highest seq the aggregator acknowledged (u64)
  *            "id"    -> random id given to the spool when it was created
  *
@@ -64,7 +65,8 @@ int spool_get_state(spool_t *self, const char *key, void *value, size_t size, si
  * call). Return 0 to go on, non-zero to stop. */
 typedef int(spool_read_fn)(void *ctx, uint64_t seq, const uint8_t *data, size_t len);
 
-/* Passes events with seq >= from_seq, in order, to fn until max_count events
+/* Passes events with seq >= from_seq (and above the acked seq), in order, to
+ * fn until max_count events
  * or max_bytes of data were passed (at least one event is passed if any
  * exists) or fn returns non-zero. Returns the number passed, or -1. */
 long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_bytes,
@@ -75,8 +77,9 @@ long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_b
  * stay in RSS. Cheap (~10 us for a 1 GB map). Any thread. */
 void spool_unmap(spool_t *self);
 
-/* Deletes every event with seq <= through_seq and records the ack.
- * Returns 0 or -1 (logged). */
+/* Records the ack of every event with seq <= through_seq: they are never
+ * read again, and the blocks they fill are deleted (a block the ack covers
+ * in part stays until an ack covers the rest). Returns 0 or -1 (logged). */
 int spool_ack_through(spool_t *self, uint64_t through_seq);
 
 /* The seq the next appended event will get. */
@@ -95,5 +98,8 @@ void spool_size(spool_t *self, uint64_t *used_bytes, uint64_t *map_bytes);
 
 /* Events appended and not yet acknowledged. */
 uint64_t spool_pending_count(spool_t *self);
+
+/* Blocks found corrupt since open (their events are lost; logged). */
+uint64_t spool_corrupt_blocks(spool_t *self);
 
 #endif

@@ -10,12 +10,14 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <linux/magic.h>
+#include <lmdb.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -401,6 +403,329 @@ static void read_pages_leave_the_process_after_unmap(void **state)
     spool_destroy(&spool);
 }
 
+/* Records of the spool's "events" database in dir, counted with LMDB itself
+ * (read-only: the spool must be closed). */
+static size_t s_record_count(const char *dir)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi events;
+    MDB_stat st;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "events", 0, &events), 0);
+    assert_int_equal(mdb_stat(txn, events, &st), 0);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return st.ms_entries;
+}
+
+/* One record of the "events" database, as LMDB stores it. */
+typedef struct {
+    uint64_t seq;
+    const void *value;
+    size_t len;
+} s_raw_record_t;
+
+/* Writes records (keys: seqs, 8 bytes big-endian) into the "events"
+ * database of a spool dir made with LMDB directly, as an older agent (or a
+ * damaged disk) left it; "meta" is created empty. */
+static void s_write_raw(const char *dir, const s_raw_record_t *records, size_t count)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi events, meta;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, 1 << 20), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "events", MDB_CREATE, &events), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", MDB_CREATE, &meta), 0);
+    for (size_t i = 0; i < count; i++) {
+        uint8_t key[8];
+        for (int b = 7; b >= 0; b--)
+            key[b] = (uint8_t)(records[i].seq >> (8 * (7 - b)));
+        MDB_val k = {8, key}, v = {records[i].len, (void *)records[i].value};
+        assert_int_equal(mdb_put(txn, events, &k, &v, 0), 0);
+    }
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static void s_assert_seen(const s_seen_t *seen, uint64_t first, size_t count)
+{
+    assert_int_equal(seen->count, count);
+    for (size_t i = 0; i < count; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "event-%llu", (unsigned long long)(first + i));
+        assert_int_equal(seen->seqs[i], first + i);
+        assert_string_equal(seen->data[i], want);
+    }
+}
+
+/* Appends "event-<seq>" for count events in one call, from the next seq. */
+static void s_append_numbered(spool_t *spool, size_t count)
+{
+    char text[16][32];
+    const char *items[16];
+    uint64_t next = spool_next_seq(spool), first = 0;
+    assert_true(count <= 16);
+    for (size_t i = 0; i < count; i++) {
+        snprintf(text[i], sizeof text[i], "event-%llu", (unsigned long long)(next + i));
+        items[i] = text[i];
+    }
+    assert_int_equal(s_append_strings(spool, items, count, &first), 0);
+    assert_int_equal(first, next);
+}
+
+static void read_from_the_middle_of_a_block(void **state)
+{
+    spool_t *spool = spool_new(*state, 1 << 20, true);
+    assert_non_null(spool);
+    s_append_numbered(spool, 10);
+    assert_int_equal(spool_next_seq(spool), 11);
+
+    s_seen_t seen = {0};
+    assert_int_equal(spool_read(spool, 4, 3, 1 << 20, s_collect, &seen), 3);
+    s_assert_seen(&seen, 4, 3);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(spool_read(spool, 9, 10, 1 << 20, s_collect, &seen), 2);
+    s_assert_seen(&seen, 9, 2);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(spool_read(spool, 10, 10, 1 << 20, s_collect, &seen), 1); /* its last */
+    s_assert_seen(&seen, 10, 1);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(spool_read(spool, 11, 10, 1 << 20, s_collect, &seen), 0);
+    assert_int_equal(seen.count, 0);
+    spool_destroy(&spool);
+    /* The ten are one record: the reads above started inside it. */
+    assert_int_equal(s_record_count(*state), 1);
+}
+
+static void partial_ack_keeps_the_rest_across_reopen(void **state)
+{
+    spool_t *spool = spool_new(*state, 1 << 20, true);
+    assert_non_null(spool);
+    s_append_numbered(spool, 10);
+    assert_int_equal(spool_ack_through(spool, 4), 0);
+    s_seen_t seen = {0};
+    /* The block's acked head never comes back. */
+    assert_int_equal(spool_read(spool, 1, 64, 1 << 20, s_collect, &seen), 6);
+    s_assert_seen(&seen, 5, 6);
+    spool_destroy(&spool);
+
+    spool = spool_new(*state, 1 << 20, true);
+    assert_non_null(spool);
+    assert_int_equal(spool_pending_count(spool), 6);
+    assert_int_equal(spool_acked_seq(spool), 4);
+    assert_int_equal(spool_next_seq(spool), 11);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(spool_read(spool, 1, 64, 1 << 20, s_collect, &seen), 6);
+    s_assert_seen(&seen, 5, 6);
+    assert_int_equal(spool_ack_through(spool, 10), 0);
+    assert_int_equal(spool_pending_count(spool), 0);
+    spool_destroy(&spool);
+    assert_int_equal(s_record_count(*state), 0); /* the block went once covered whole */
+
+    spool = spool_new(*state, 1 << 20, true);
+    assert_non_null(spool);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(spool_read(spool, 1, 64, 1 << 20, s_collect, &seen), 0);
+    uint64_t first = 0;
+    const char *items[] = {"event-11"};
+    assert_int_equal(s_append_strings(spool, items, 1, &first), 0);
+    assert_int_equal(first, 11);
+    spool_destroy(&spool);
+}
+
+#define MID_EVENTS      300
+#define MID_EVENT_BYTES 4000
+
+/* A 4,000-byte event whose bytes depend on its seq. */
+static void s_fill_mid(uint8_t *data, uint64_t seq)
+{
+    for (size_t i = 0; i < MID_EVENT_BYTES; i++)
+        data[i] = (uint8_t)(seq * 131 + i * 7 + (i >> 8));
+}
+
+typedef struct {
+    uint64_t next; /* seq expected next */
+    size_t count;
+    size_t wrong; /* events out of order or not as appended */
+} s_mid_check_t;
+
+static int s_check_mid(void *ctx, uint64_t seq, const uint8_t *data, size_t len)
+{
+    s_mid_check_t *c = ctx;
+    uint8_t want[MID_EVENT_BYTES];
+    s_fill_mid(want, seq);
+    if (seq != c->next || len != MID_EVENT_BYTES || memcmp(data, want, len) != 0)
+        c->wrong++;
+    c->next = seq + 1;
+    c->count++;
+    return 0;
+}
+
+static void a_large_request_is_split_into_blocks(void **state)
+{
+    spool_t *spool = spool_new(*state, 16 << 20, true);
+    assert_non_null(spool);
+    static uint8_t data[MID_EVENTS][MID_EVENT_BYTES];
+    const uint8_t *bufs[MID_EVENTS];
+    size_t lens[MID_EVENTS];
+    for (size_t i = 0; i < MID_EVENTS; i++) {
+        s_fill_mid(data[i], i + 1);
+        bufs[i] = data[i];
+        lens[i] = MID_EVENT_BYTES;
+    }
+    uint64_t first = 0;
+    assert_int_equal(spool_append(spool, bufs, lens, MID_EVENTS, &first), 0);
+    assert_int_equal(first, 1);
+    assert_int_equal(spool_next_seq(spool), MID_EVENTS + 1);
+    s_mid_check_t check = {.next = 1};
+    assert_int_equal(spool_read(spool, 1, 10 * MID_EVENTS, 1 << 30, s_check_mid, &check),
+                     MID_EVENTS);
+    assert_int_equal(check.count, MID_EVENTS);
+    assert_int_equal(check.wrong, 0);
+    spool_destroy(&spool);
+
+    /* 1.2 MB in one request: more than one block of 256 KiB, fewer blocks
+     * than events. */
+    size_t records = s_record_count(*state);
+    assert_true(records > 1);
+    assert_true(records < MID_EVENTS);
+
+    /* An ack through the middle of a block deletes the blocks before it only. */
+    spool = spool_new(*state, 16 << 20, true);
+    assert_non_null(spool);
+    assert_int_equal(spool_ack_through(spool, 150), 0);
+    spool_destroy(&spool);
+    size_t left = s_record_count(*state);
+    assert_true(left > 0);
+    assert_true(left < records);
+
+    spool = spool_new(*state, 16 << 20, true);
+    assert_non_null(spool);
+    assert_int_equal(spool_acked_seq(spool), 150);
+    assert_int_equal(spool_pending_count(spool), MID_EVENTS - 150);
+    check = (s_mid_check_t){.next = 151};
+    assert_int_equal(spool_read(spool, 1, 10 * MID_EVENTS, 1 << 30, s_check_mid, &check),
+                     MID_EVENTS - 150);
+    assert_int_equal(check.count, MID_EVENTS - 150);
+    assert_int_equal(check.wrong, 0);
+    assert_int_equal(check.next, MID_EVENTS + 1);
+    spool_destroy(&spool);
+}
+
+static void an_older_agents_records_still_read(void **state)
+{
+    /* An older agent stored one event per record: key its seq, value its bytes. */
+    s_raw_record_t old[] = {{1, "first", 5}, {2, "second", 6}, {3, "third", 5}};
+    s_write_raw(*state, old, 3);
+
+    spool_t *spool = spool_new(*state, 1 << 20, true);
+    assert_non_null(spool);
+    assert_int_equal(spool_next_seq(spool), 4);
+    assert_int_equal(spool_pending_count(spool), 3);
+    s_seen_t seen = {0};
+    assert_int_equal(spool_read(spool, 1, 64, 1 << 20, s_collect, &seen), 3);
+    assert_int_equal(seen.seqs[0], 1);
+    assert_int_equal(seen.seqs[1], 2);
+    assert_int_equal(seen.seqs[2], 3);
+    assert_string_equal(seen.data[0], "first");
+    assert_string_equal(seen.data[1], "second");
+    assert_string_equal(seen.data[2], "third");
+
+    const char *items[] = {"fourth", "fifth"};
+    uint64_t first = 0;
+    assert_int_equal(s_append_strings(spool, items, 2, &first), 0);
+    assert_int_equal(first, 4);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(spool_read(spool, 2, 64, 1 << 20, s_collect, &seen), 4);
+    const char *want[] = {"second", "third", "fourth", "fifth"};
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(seen.seqs[i], 2 + i);
+        assert_string_equal(seen.data[i], want[i]);
+    }
+    assert_int_equal(spool_ack_through(spool, 3), 0);
+    spool_destroy(&spool);
+
+    spool = spool_new(*state, 1 << 20, true);
+    assert_non_null(spool);
+    assert_int_equal(spool_pending_count(spool), 2);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(spool_read(spool, 1, 64, 1 << 20, s_collect, &seen), 2);
+    assert_int_equal(seen.seqs[0], 4);
+    assert_int_equal(seen.seqs[1], 5);
+    assert_string_equal(seen.data[0], "fourth");
+    assert_string_equal(seen.data[1], "fifth");
+    spool_destroy(&spool);
+}
+
+static void a_corrupt_block_is_skipped_counted_and_no_seq_reused(void **state)
+{
+    /* A block header claiming 1,000 events in a 20-byte value. */
+    uint8_t bad[20] = {0x00, 'B', 0x01, 0x00, 0xe8, 0x03, 0x00, 0x00};
+    char last_dir[256], inner_dir[256];
+
+    /* As the last record, it is what spool_new reads to restore the next
+     * seq: the spool opens, counts it, and numbers on after the most a
+     * block can hold, so no seq it may have held is handed out again. */
+    snprintf(last_dir, sizeof last_dir, "%s/last", (const char *)*state);
+    assert_int_equal(mkdir(last_dir, 0750), 0);
+    s_raw_record_t last[] = {{1, bad, sizeof bad}};
+    s_write_raw(last_dir, last, 1);
+    spool_t *spool = spool_new(last_dir, 1 << 20, true);
+    assert_non_null(spool);
+    assert_int_equal(spool_corrupt_blocks(spool), 1);
+    assert_true(spool_next_seq(spool) > 1000);
+    s_seen_t seen = {0};
+    assert_int_equal(spool_read(spool, 1, 64, 1 << 20, s_collect, &seen), 0);
+    const char *items[] = {"after"};
+    uint64_t first = 0;
+    assert_int_equal(s_append_strings(spool, items, 1, &first), 0);
+    assert_true(first > 1000);
+    assert_int_equal(spool_read(spool, 1, 64, 1 << 20, s_collect, &seen), 1);
+    assert_string_equal(seen.data[0], "after");
+    spool_destroy(&spool);
+
+    /* Followed by a sound record: reads skip it, an ack past it deletes it. */
+    snprintf(inner_dir, sizeof inner_dir, "%s/inner", (const char *)*state);
+    assert_int_equal(mkdir(inner_dir, 0750), 0);
+    s_raw_record_t inner[] = {{1, bad, sizeof bad}, {2000, "sound", 5}};
+    s_write_raw(inner_dir, inner, 2);
+    spool = spool_new(inner_dir, 1 << 20, true);
+    assert_non_null(spool);
+    assert_int_equal(spool_next_seq(spool), 2001);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(spool_read(spool, 1, 64, 1 << 20, s_collect, &seen), 1);
+    assert_int_equal(seen.seqs[0], 2000);
+    assert_string_equal(seen.data[0], "sound");
+    assert_int_equal(spool_corrupt_blocks(spool), 1);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(spool_read(spool, 500, 64, 1 << 20, s_collect, &seen), 1);
+    assert_int_equal(seen.seqs[0], 2000);
+    assert_int_equal(spool_ack_through(spool, 2000), 0);
+    assert_int_equal(spool_pending_count(spool), 0);
+    spool_destroy(&spool);
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    MDB_stat st;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_open(env, inner_dir, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "events", 0, &dbi), 0);
+    assert_int_equal(mdb_stat(txn, dbi, &st), 0);
+    assert_int_equal(st.ms_entries, 0);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+}
+
 static void unopenable_dir_fails_cleanly(void **state)
 {
     assert_null(spool_new("/proc/cairn-no-such/spool", 1 << 20, true));
@@ -418,6 +743,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(old_pages_leave_the_cache_and_read_back_whole, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(read_pages_leave_the_process_after_unmap, setup, teardown),
+        cmocka_unit_test_setup_teardown(read_from_the_middle_of_a_block, setup, teardown),
+        cmocka_unit_test_setup_teardown(partial_ack_keeps_the_rest_across_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_large_request_is_split_into_blocks, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_older_agents_records_still_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_corrupt_block_is_skipped_counted_and_no_seq_reused, setup,
+                                        teardown),
         cmocka_unit_test(unopenable_dir_fails_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
