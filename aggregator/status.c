@@ -120,6 +120,9 @@ static void s_metrics(const status_sources_t *src, const s_view_t *view,
     cairn_metrics_one(&m, "cairn_store_index_merge_passes_total", "counter",
                       "Merge passes of the index's runs completed since start.",
                       (double)index.merge_passes);
+    cairn_metrics_one(&m, "cairn_store_recent_ids", "gauge",
+                      "EventIDs kept in memory for dedup until their merge into the ids database.",
+                      (double)index.recent_ids);
     cairn_metrics_one(&m, "cairn_events_pruned_total", "counter",
                       "Events removed by retention since start.",
                       (double)store_pruned_count(src->store));

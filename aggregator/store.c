@@ -3,14 +3,30 @@
  * DESIGN: four databases (see store.h). events holds packed StoredEvents under
  * their ingest seq, 8 bytes big-endian so that LMDB's byte order is seq order
  * and MDB_APPEND applies; the value is written in place with MDB_RESERVE. ids
- * maps (eventTime, eventID) -> seq and is the dedup guard: a put with
- * MDB_NOOVERWRITE that answers MDB_KEYEXIST means "already stored", checked
- * and claimed in one B-tree descent. An event sent again is the same bytes,
- * so the same pair; keying by eventTime first keeps each commit's inserts in
- * the few leaf pages of the last seconds, where keying by the random eventID
- * alone dirtied one leaf page per event all over the file (each rewritten,
- * then fsynced, at every commit). agents keeps each agent's progress so that
- * a whole resent batch costs one lookup. meta keeps the delivery cursor.
+ * maps (eventTime, eventID) -> seq and, with the recent ids (DEDUP below), is
+ * the dedup guard. An event sent again is the same bytes, so the same pair.
+ * agents keeps each agent's progress so that a whole resent batch costs one
+ * lookup. meta keeps the delivery cursor.
+ *
+ * DEDUP. Keying ids by eventTime first keeps inserts among the pages of the
+ * last seconds (keyed by the random eventID alone, every event dirtied a
+ * leaf page anywhere in the file). But CloudTrail's eventTime has whole
+ * seconds, and within a second eventIDs are random: at 60,000 events/s a
+ * second's ids fill ~900 leaf pages, and a commit of 2,000 events rewrote
+ * most of them, each a 4 KB write of its own at a random place. That was
+ * ~0.45 random writes per event, nearly nine in ten of the aggregator's, and the
+ * disk's random-write rate bounded the store. So a new event's id is not
+ * written to ids at once: it goes to an in-memory set (ids_new, with its
+ * seq), and the dedup check asks ids (a read), ids_new and ids_merging.
+ * When ids_new holds S_IDS_FREEZE_AT ids it is frozen: sorted, it becomes
+ * ids_merging, which each later put merges into ids a step at a time, in key
+ * order and in the put's transaction, so that each page of those seconds is
+ * written once per generation instead of once per commit. When a
+ * generation is fully merged, meta's "ids_through_seq" says that every
+ * event up to its highest seq has its id in ids. At open, the ids of the
+ * events after it (at most two generations) are read back from events into
+ * ids_new, so a restart or a crash loses no dedup. ids_lock guards the sets
+ * (puts come from the receiver, deletes from any thread).
  *
  * THREADS: the receiver's thread is the only writer of events; it alone
  * touches next_seq and last_ingest_ms. The delivery actor reads events and
@@ -87,9 +103,11 @@
 #include "cairn_mem.h"
 #include "cairn_wire.h"
 #include "event.h"
+#include "idset.h"
 
 #include <errno.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -101,6 +119,9 @@
 #define STORE_INDEX_VERSION  3 /* 1: ids by eventID, 16-byte index data, no hashing;
                                   * 2: no runs, keys cut 8 bytes later */
 #define STORE_DELETED_KEY    "deleted_max_seq" /* meta: highest seq ever deleted */
+#define STORE_IDS_KEY        "ids_through_seq" /* meta: ids holds the id of every event to it */
+#define S_IDS_FREEZE_AT      ((size_t)64 << 10) /* recent ids frozen for a merge at this many */
+#define S_IDS_STEP           ((size_t)8 << 10)  /* ids merged per put, at least (and 2 per new) */
 #define S_POSITION_BYTES     16               /* position: time (8) + seq (8) */
 #define S_ENTRY_BYTES        24               /* index data: position + fingerprint (8) */
 #define S_HASH_BUCKETS       256              /* keys of a hashed attribute */
@@ -170,6 +191,19 @@ struct store {
     char *merge_next;             /* the key the open transaction's step stopped at */
     size_t merge_next_len;
     bool merge_next_done;         /* the open transaction's step ended the pass */
+    /* Recent ids (see DEDUP), under ids_lock. */
+    pthread_mutex_t ids_lock;
+    bool is_ids_lock_ready;
+    idset_t ids_new;              /* ids of events stored since the last freeze */
+    idset_t ids_merging;          /* the frozen generation, sorted */
+    size_t ids_merged;            /* items of ids_merging already in ids */
+    size_t ids_freeze_at;
+    struct {
+        idset_item_t *item;
+        uint64_t seq;
+    } *ids_undo;                  /* deletes of the open transaction, to undo on failure */
+    size_t ids_undo_count, ids_undo_cap;
+    _Atomic size_t shown_recent_ids; /* ids_new and ids_merging's unmerged (any thread) */
 };
 
 static void s_put_u64(uint8_t out[8], uint64_t v)
@@ -1268,6 +1302,12 @@ void store_index_stats(const store_t *self, store_index_stats_t *stats)
     store_t *s = (store_t *)self; /* atomics only */
     stats->run_items = atomic_load(&s->shown_run_items);
     stats->merge_passes = atomic_load(&s->passes);
+    stats->recent_ids = atomic_load(&s->shown_recent_ids);
+}
+
+void store_set_ids_freeze(store_t *self, size_t at_ids)
+{
+    self->ids_freeze_at = at_ids ? at_ids : S_IDS_FREEZE_AT;
 }
 
 void store_set_merge(store_t *self, size_t at_items, size_t max_runs, size_t step_items)
@@ -1277,11 +1317,75 @@ void store_set_merge(store_t *self, size_t at_items, size_t max_runs, size_t ste
     self->merge_step = step_items ? step_items : S_MERGE_STEP_ENTRIES;
 }
 
+/* Reads back into ids_new the ids of the events stored after
+ * ids_through_seq, or, in a store that predates the recent ids (all its ids
+ * are in ids), records that (see DEDUP). Writer stores only. */
+static int s_load_ids(store_t *self)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cursor = NULL;
+    uint64_t through = 0;
+    bool has_through = false;
+    size_t count = 0;
+    cairn_arena_t arena;
+    cairn_arena_init(&arena);
+    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = s_get_meta_u64(self, txn, STORE_IDS_KEY, &through, &has_through);
+    if (rc == 0 && !has_through)
+        rc = s_put_meta_u64(self, txn, STORE_IDS_KEY, self->next_seq - 1);
+    uint8_t first_be[8];
+    s_put_u64(first_be, through + 1);
+    MDB_val key = {.mv_size = sizeof first_be, .mv_data = first_be}, val;
+    if (rc == 0 && has_through)
+        rc = mdb_cursor_open(txn, self->events_dbi, &cursor);
+    int r = rc == 0 && cursor ? mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE) : MDB_NOTFOUND;
+    uint8_t id_key[S_ID_KEY_PREFIX + EVENT_ID_MAX_BYTES];
+    for (; r == 0; r = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+        Cairn__StoredEvent *stored =
+            key.mv_size == 8 ? cairn__stored_event__unpack(&arena.allocator, val.mv_size,
+                                                           val.mv_data)
+                             : NULL;
+        if (!stored || !stored->event) {
+            r = MDB_CORRUPTED;
+            break;
+        }
+        const Cairn__Event *event = stored->event;
+        size_t len = event->event_id ? strlen(event->event_id) : 0;
+        if (len > 0 && len <= EVENT_ID_MAX_BYTES) {
+            idset_add(&self->ids_new, id_key, s_id_key(event, id_key), s_get_u64(key.mv_data));
+            count++;
+        }
+        cairn_arena_reset(&arena);
+    }
+    if (rc == 0 && r != MDB_NOTFOUND)
+        rc = r;
+    if (cursor)
+        mdb_cursor_close(cursor);
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else if (txn)
+        mdb_txn_abort(txn);
+    cairn_arena_fini(&arena);
+    if (rc != 0) {
+        cairn_log_error("store %s: cannot read back the recent eventIDs: %s", self->dir,
+                        mdb_strerror(rc));
+        return -1;
+    }
+    atomic_store(&self->shown_recent_ids, count);
+    if (count)
+        cairn_log_info("store %s: read back the eventIDs of the %zu events stored after seq %llu",
+                       self->dir, count, (unsigned long long)through);
+    return 0;
+}
+
 store_t *store_new(const char *dir, int64_t map_bytes, bool is_durable)
 {
     store_t *self = cairn_calloc(1, sizeof *self);
     self->dir = cairn_strdup(dir);
     self->next_seq = 1;
+    self->ids_freeze_at = S_IDS_FREEZE_AT;
+    self->is_ids_lock_ready = pthread_mutex_init(&self->ids_lock, NULL) == 0;
     MDB_txn *txn = NULL;
     int rc = 0;
     if (cairn_mkdir_p(dir, 0755) != 0) {
@@ -1330,7 +1434,8 @@ store_t *store_new(const char *dir, int64_t map_bytes, bool is_durable)
     self->merge_step = S_MERGE_STEP_ENTRIES;
     self->merge_key = cairn_malloc(self->key_max_bytes + 1);
     self->merge_next = cairn_malloc(self->key_max_bytes + 1);
-    if (s_ensure_index(self) != 0 || s_load_progress(self) != 0 || s_load_runs(self) != 0) {
+    if (!self->is_ids_lock_ready || s_ensure_index(self) != 0 || s_load_progress(self) != 0 ||
+        s_load_runs(self) != 0 || s_load_ids(self) != 0) {
         store_destroy(&self); /* logged */
         return NULL;
     }
@@ -1358,6 +1463,11 @@ void store_destroy(store_t **self_p)
     free(self->multi);
     free(self->merge_key);
     free(self->merge_next);
+    idset_fini(&self->ids_new);
+    idset_fini(&self->ids_merging);
+    free(self->ids_undo);
+    if (self->is_ids_lock_ready)
+        pthread_mutex_destroy(&self->ids_lock);
     free(self->dir);
     free(self);
     *self_p = NULL;
@@ -1370,14 +1480,17 @@ static int s_put_event(store_t *self, MDB_txn *txn, const Cairn__Batch *batch, s
     const Cairn__Event *event = batch->events[index];
     uint8_t seq_be[8], id_key[S_ID_KEY_PREFIX + EVENT_ID_MAX_BYTES];
     s_put_u64(seq_be, *seq);
-    MDB_val id = {.mv_size = s_id_key(event, id_key), .mv_data = id_key};
+    MDB_val id = {.mv_size = s_id_key(event, id_key), .mv_data = id_key}, found;
     MDB_val seq_val = {.mv_size = sizeof seq_be, .mv_data = seq_be};
-    int rc = mdb_put(txn, self->ids_dbi, &id, &seq_val, MDB_NOOVERWRITE);
-    if (rc == MDB_KEYEXIST) {
+    int rc = idset_find(&self->ids_new, id_key, id.mv_size) ||
+                     idset_find(&self->ids_merging, id_key, id.mv_size)
+                 ? 0
+                 : mdb_get(txn, self->ids_dbi, &id, &found);
+    if (rc == 0) {
         result->duplicate_count++;
         return 0;
     }
-    if (rc != 0)
+    if (rc != MDB_NOTFOUND)
         return rc;
     Cairn__StoredEvent stored = CAIRN__STORED_EVENT__INIT;
     stored.ingest_time_ms = (uint64_t)ingest_ms;
@@ -1389,6 +1502,7 @@ static int s_put_event(store_t *self, MDB_txn *txn, const Cairn__Batch *batch, s
     if (rc == 0) {
         cairn__stored_event__pack(&stored, val.mv_data);
         s_index_queue_event(self, event, *seq);
+        idset_add(&self->ids_new, id_key, id.mv_size, *seq);
     }
     if (rc == 0) {
         result->stored_count++;
@@ -1468,17 +1582,65 @@ static int s_put_batch(store_t *self, MDB_txn *txn, const Cairn__Batch *batch, i
     return rc;
 }
 
-int store_put_batches(store_t *self, const Cairn__Batch *const *batches, size_t batch_count,
-                      int64_t now_ms, store_batch_result_t *results)
+/* Merges up to budget ids of ids_merging, from ids_merged on, into ids in
+ * txn; sets *to to where the step ended. When it ends the generation, meta
+ * says so in the same transaction (see DEDUP). Returns an LMDB code. */
+static int s_ids_merge_step(store_t *self, MDB_txn *txn, size_t budget, size_t *to)
+{
+    idset_t *set = &self->ids_merging;
+    size_t i = self->ids_merged;
+    int rc = 0;
+    uint8_t seq_be[8];
+    for (size_t n = 0; rc == 0 && i < set->count && n < budget; i++, n++) {
+        const idset_item_t *item = &set->items[i];
+        if (item->seq == 0)
+            continue; /* deleted since */
+        s_put_u64(seq_be, item->seq);
+        MDB_val key = {.mv_size = item->key_len, .mv_data = (void *)idset_key(set, item)};
+        MDB_val val = {.mv_size = sizeof seq_be, .mv_data = seq_be};
+        rc = mdb_put(txn, self->ids_dbi, &key, &val, MDB_NOOVERWRITE);
+        if (rc == MDB_KEYEXIST)
+            rc = 0; /* merged before a restart, read back at open */
+    }
+    if (rc == 0 && i == set->count)
+        rc = s_put_meta_u64(self, txn, STORE_IDS_KEY, set->max_seq);
+    *to = i;
+    return rc;
+}
+
+/* After the commit of a put: the merge's progress, and a freeze when due. */
+static void s_ids_committed(store_t *self, size_t merged_to)
+{
+    self->ids_merged = merged_to;
+    if (self->ids_merging.count && self->ids_merged == self->ids_merging.count) {
+        idset_fini(&self->ids_merging);
+        self->ids_merged = 0;
+    }
+    if (self->ids_merging.count == 0 && self->ids_new.count >= self->ids_freeze_at) {
+        self->ids_merging = self->ids_new;
+        idset_init(&self->ids_new);
+        idset_sort(&self->ids_merging);
+        self->ids_merged = 0;
+    }
+    atomic_store(&self->shown_recent_ids,
+                 self->ids_new.count + self->ids_merging.count - self->ids_merged);
+}
+
+static int s_put_batches(store_t *self, const Cairn__Batch *const *batches, size_t batch_count,
+                         int64_t now_ms, store_batch_result_t *results)
 {
     int64_t ingest_ms = now_ms > self->last_ingest_ms ? now_ms : self->last_ingest_ms;
     uint64_t seq = self->next_seq;
     MDB_txn *txn = NULL;
     memset(results, 0, batch_count * sizeof *results);
     int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
-    size_t written = 0, merged = 0;
+    size_t written = 0, merged = 0, ids_before = self->ids_new.count;
+    size_t ids_to = self->ids_merged;
     for (size_t i = 0; rc == 0 && i < batch_count; i++)
         rc = s_put_batch(self, txn, batches[i], ingest_ms, &seq, &results[i]);
+    if (rc == 0 && self->ids_merging.count)
+        rc = s_ids_merge_step(self, txn, S_IDS_STEP + 2 * (self->ids_new.count - ids_before),
+                              &ids_to);
     if (rc == 0)
         rc = s_index_flush(self, txn, self->next_run, &written);
     s_index_clear(self); /* an abort drops what is queued */
@@ -1506,6 +1668,10 @@ int store_put_batches(store_t *self, const Cairn__Batch *const *batches, size_t 
     }
     if (rc == 0 && (self->is_merging || is_pass_start))
         s_merge_done(self, merged);
+    if (rc == 0)
+        s_ids_committed(self, ids_to);
+    else
+        idset_truncate(&self->ids_new, ids_before);
     if (rc == 0) {
         self->next_seq = seq;
         self->last_ingest_ms = ingest_ms;
@@ -1528,6 +1694,15 @@ int store_put_batches(store_t *self, const Cairn__Batch *const *batches, size_t 
         cairn_log_error("store %s: cannot store %zu batches, none stored: %s", self->dir,
                         batch_count, mdb_strerror(rc));
     return -1;
+}
+
+int store_put_batches(store_t *self, const Cairn__Batch *const *batches, size_t batch_count,
+                      int64_t now_ms, store_batch_result_t *results)
+{
+    pthread_mutex_lock(&self->ids_lock);
+    int rc = s_put_batches(self, batches, batch_count, now_ms, results);
+    pthread_mutex_unlock(&self->ids_lock);
+    return rc;
 }
 
 uint64_t store_agent_last_seq(store_t *self, const char *agent_id, const char *spool_id)
@@ -1996,6 +2171,20 @@ static int s_delete_in_txn(store_t *self, MDB_txn *txn, uint64_t seq, const MDB_
             rc = mdb_del(txn, self->ids_dbi, &id, NULL);
         else if (rc == 0 || rc == MDB_NOTFOUND)
             rc = 0; /* the id belongs to another event (cannot happen), or none */
+        idset_t *sets[] = {&self->ids_new, &self->ids_merging};
+        for (size_t i = 0; rc == 0 && i < 2; i++) {
+            idset_item_t *item = idset_find(sets[i], id_key, id.mv_size);
+            if (!item || item->seq != seq)
+                continue;
+            if (self->ids_undo_count == self->ids_undo_cap) {
+                self->ids_undo_cap = self->ids_undo_cap ? 2 * self->ids_undo_cap : 64;
+                self->ids_undo = cairn_realloc(self->ids_undo,
+                                               self->ids_undo_cap * sizeof *self->ids_undo);
+            }
+            self->ids_undo[self->ids_undo_count].item = item;
+            self->ids_undo[self->ids_undo_count++].seq = item->seq;
+            item->seq = 0;
+        }
     }
     if (rc == 0)
         rc = mdb_del(txn, self->events_dbi, &key, NULL);
@@ -2015,12 +2204,32 @@ static int s_note_deleted(store_t *self, MDB_txn *txn, uint64_t seq)
     return rc;
 }
 
+/* Begins a delete: takes ids_lock for it (see DEDUP). */
+static void s_delete_begin(store_t *self)
+{
+    pthread_mutex_lock(&self->ids_lock);
+    self->ids_undo_count = 0;
+}
+
+/* Ends a delete: if its transaction was not committed, the recent ids it
+ * marked deleted are theirs again. */
+static void s_delete_end(store_t *self, bool is_committed)
+{
+    while (!is_committed && self->ids_undo_count > 0) {
+        self->ids_undo_count--;
+        self->ids_undo[self->ids_undo_count].item->seq = self->ids_undo[self->ids_undo_count].seq;
+    }
+    self->ids_undo_count = 0;
+    pthread_mutex_unlock(&self->ids_lock);
+}
+
 int store_delete_event(store_t *self, uint64_t seq)
 {
     MDB_txn *txn = NULL;
     uint8_t seq_be[8];
     s_put_u64(seq_be, seq);
     MDB_val key = {.mv_size = sizeof seq_be, .mv_data = seq_be}, val;
+    s_delete_begin(self);
     int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
     if (rc == 0)
         rc = mdb_get(txn, self->events_dbi, &key, &val);
@@ -2032,6 +2241,7 @@ int store_delete_event(store_t *self, uint64_t seq)
         rc = mdb_txn_commit(txn);
     else if (txn)
         mdb_txn_abort(txn);
+    s_delete_end(self, rc == 0);
     if (rc == MDB_NOTFOUND)
         return 0; /* no such event: nothing to do */
     if (rc != 0)
@@ -2046,6 +2256,7 @@ long store_prune(store_t *self, int64_t before_ms, uint64_t max_seq, size_t max_
     MDB_cursor *cur = NULL;
     long pruned = 0;
     uint64_t last = 0;
+    s_delete_begin(self);
     int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
     if (rc == 0)
         rc = mdb_cursor_open(txn, self->events_dbi, &cur);
@@ -2077,6 +2288,7 @@ long store_prune(store_t *self, int64_t before_ms, uint64_t max_seq, size_t max_
         rc = mdb_txn_commit(txn);
     else if (txn)
         mdb_txn_abort(txn);
+    s_delete_end(self, rc == 0 && pruned);
     if (rc != 0) {
         cairn_log_error("store %s: retention step failed, nothing pruned: %s", self->dir,
                         mdb_strerror(rc));

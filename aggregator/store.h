@@ -2,7 +2,8 @@
  *
  * Databases in one environment:
  *   events    ingest seq (u64 big-endian) -> packed StoredEvent; MDB_APPEND order
- *   ids       (eventTime, eventID) -> ingest seq: the dedup guard
+ *   ids       (eventTime, eventID) -> ingest seq: the dedup guard, with the
+ *             recent eventIDs kept in memory until merged (DEDUP in store.c)
  *   agents    "agent id/spool id" -> last sequence stored (u64): cheap resend check
  *   meta      "delivery_cursor" -> {last delivered ingest seq, window end ms}
  *   index     attribute + value (or its hash bucket) -> {eventTime, seq,
@@ -204,11 +205,18 @@ void store_set_merge(store_t *self, size_t at_items, size_t max_runs, size_t ste
  * Writer thread. */
 int store_merge(store_t *self);
 
+/* Sets how many recent eventIDs the writer keeps in memory before it
+ * merges them into the ids database (see DEDUP in store.c); 0 keeps the
+ * default. For tests. Writer thread. */
+void store_set_ids_freeze(store_t *self, size_t at_ids);
+
 /* The index's runs, for /metrics: data items waiting in runs for a merge
- * pass, and the passes completed since the store was opened. */
+ * pass, and the passes completed since the store was opened; and the
+ * eventIDs kept in memory until their merge into the ids database. */
 typedef struct {
     uint64_t run_items;
     uint64_t merge_passes;
+    uint64_t recent_ids;
 } store_index_stats_t;
 
 /* Fills stats. Any thread. */

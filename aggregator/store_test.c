@@ -577,11 +577,106 @@ static void reader_runs_while_writer_stores(void **state)
     assert_int_equal(store_event_count(fx->store), CONCURRENT_BATCHES * CONCURRENT_EVENTS);
 }
 
+/* Resends, from an agent whose progress does not cover them, eventIDs of
+ * every age: in the ids database, in the generation being merged, and just
+ * stored. Each must be a duplicate; only the new one is stored. */
+static void dedup_holds_at_every_stage_of_the_recent_ids(void **state)
+{
+    fixture_t *fx = *state;
+    store_set_ids_freeze(fx->store, 10);
+    store_batch_result_t result;
+    uint64_t resend_seq = 1;
+    int next_new = 100000;
+    bool saw_merging = false, saw_merged = false;
+    for (int round = 0; round < 30; round++) {
+        test_batch_t *tb = s_batch_range("a", 1 + (uint64_t)round * 4, round * 4, 4);
+        assert_int_equal(s_put1(fx->store, tb, 1000 + round, &result), 0);
+        assert_int_equal(result.stored_count, 4);
+        s_batch_free(&tb);
+        store_index_stats_t stats;
+        store_index_stats(fx->store, &stats);
+        uint64_t stored = (uint64_t)(round + 1) * 4 + (uint64_t)round; /* and one new per round */
+        saw_merging |= stats.recent_ids > 0 && stats.recent_ids < stored;
+        saw_merged |= stats.recent_ids + 10 < stored;
+        int ids[4] = {0, round * 2, round * 4 + 3, next_new++};
+        tb = s_batch_new("b", resend_seq, ids, 4, 16);
+        resend_seq += 4;
+        assert_int_equal(s_put1(fx->store, tb, 1000 + round, &result), 0);
+        assert_false(result.is_resend);
+        assert_int_equal(result.duplicate_count, 3);
+        assert_int_equal(result.stored_count, 1);
+        s_batch_free(&tb);
+    }
+    assert_true(saw_merging);
+    assert_true(saw_merged);
+    assert_int_equal(store_event_count(fx->store), 150);
+
+    /* After a reopen, all of them are still known, wherever they were. */
+    store_destroy(&fx->store);
+    fx->store = store_new(fx->path, TEST_MAP_BYTES, false);
+    assert_non_null(fx->store);
+    for (int first = 0; first < 120; first += 60) {
+        test_batch_t *tb = s_batch_range("c", 1 + (uint64_t)first, first, 60);
+        assert_int_equal(s_put1(fx->store, tb, 5000, &result), 0);
+        assert_int_equal(result.duplicate_count, 60);
+        assert_int_equal(result.stored_count, 0);
+        s_batch_free(&tb);
+    }
+    int news[30];
+    for (int i = 0; i < 30; i++)
+        news[i] = 100000 + i;
+    test_batch_t *tb = s_batch_new("c", 121, news, 30, 16);
+    assert_int_equal(s_put1(fx->store, tb, 5000, &result), 0);
+    assert_int_equal(result.duplicate_count, 30);
+    s_batch_free(&tb);
+}
+
+/* Ids not yet merged live in memory: a restart reads them back from the
+ * events, and a deleted event's id is free again. */
+static void recent_ids_survive_a_restart_and_deletes_free_them(void **state)
+{
+    fixture_t *fx = *state;
+    store_batch_result_t result;
+    test_batch_t *tb = s_batch_range("a", 1, 0, 50);
+    assert_int_equal(s_put1(fx->store, tb, 1000, &result), 0);
+    s_batch_free(&tb);
+    store_index_stats_t stats;
+    store_index_stats(fx->store, &stats);
+    assert_int_equal(stats.recent_ids, 50); /* the default generation is far larger */
+
+    store_destroy(&fx->store);
+    fx->store = store_new(fx->path, TEST_MAP_BYTES, false);
+    assert_non_null(fx->store);
+    store_index_stats(fx->store, &stats);
+    assert_int_equal(stats.recent_ids, 50);
+    tb = s_batch_range("b", 1, 0, 50);
+    assert_int_equal(s_put1(fx->store, tb, 2000, &result), 0);
+    assert_int_equal(result.duplicate_count, 50);
+    assert_int_equal(result.stored_count, 0);
+    s_batch_free(&tb);
+
+    /* Seq 3 holds evt-2: deleted, the same event is stored again. */
+    assert_int_equal(store_delete_event(fx->store, 3), 0);
+    tb = s_batch_range("c", 1, 0, 5);
+    assert_int_equal(s_put1(fx->store, tb, 3000, &result), 0);
+    assert_int_equal(result.duplicate_count, 4);
+    assert_int_equal(result.stored_count, 1);
+    s_batch_free(&tb);
+    tb = s_batch_range("d", 1, 2, 1);
+    assert_int_equal(s_put1(fx->store, tb, 3000, &result), 0);
+    assert_int_equal(result.duplicate_count, 1);
+    s_batch_free(&tb);
+}
+
 int main(void)
 {
     cairn_log_level = CAIRN_LOG_WARNING;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(put_then_resend_counts_duplicates, setup, teardown),
+        cmocka_unit_test_setup_teardown(dedup_holds_at_every_stage_of_the_recent_ids, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(recent_ids_survive_a_restart_and_deletes_free_them, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(prune_removes_old_delivered_events_only, setup, teardown),
         cmocka_unit_test_setup_teardown(a_new_spool_is_not_taken_for_a_resend, setup,
                                         teardown),
