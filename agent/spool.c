@@ -327,22 +327,15 @@ static uint64_t s_file_end(spool_t *self)
     return ((uint64_t)info.me_last_pgno + 1) * self->page_bytes;
 }
 
-/* Drops from the page cache what the file holds more than
- * SPOOL_CACHE_KEEP_BYTES below its end and was not dropped yet (see the page
- * cache note at the top), SPOOL_CACHE_STEP_BYTES or more at a time. Only
- * after a durable commit: then the pages are clean. The leader's. */
+/* Drops old committed pages from the page cache (see the page cache note at
+ * the top). Only after a durable commit: then the pages are clean. The
+ * leader's. */
 static void s_drop_cache(spool_t *self)
 {
-    uint64_t end = s_file_end(self);
-    if (end < self->cache_kept_from + SPOOL_CACHE_KEEP_BYTES + SPOOL_CACHE_STEP_BYTES)
-        return;
-    uint64_t to = end - SPOOL_CACHE_KEEP_BYTES;
     mdb_filehandle_t fd;
-    /* Advice only: if it fails, the pages stay cached, as before. */
     if (mdb_env_get_fd(self->env, &fd) == 0)
-        posix_fadvise(fd, (off_t)self->cache_kept_from, (off_t)(to - self->cache_kept_from),
-                      POSIX_FADV_DONTNEED);
-    self->cache_kept_from = to;
+        cairn_fs_drop_cache(fd, s_file_end(self), &self->cache_kept_from, SPOOL_CACHE_KEEP_BYTES,
+                            SPOOL_CACHE_STEP_BYTES);
 }
 
 /* Reading events back maps their pages, and a mapped page counts in the

@@ -28,6 +28,16 @@
  * ids_new, so a restart or a crash loses no dedup. ids_lock guards the sets
  * (puts come from the receiver, deletes from any thread).
  *
+ * PAGE CACHE. The store grows by GBs, written once and read back late (by
+ * the delivery of its window, by queries). As the agent's spool does (see
+ * its page cache note), after a durable commit the writer drops from the
+ * page cache what lies more than S_CACHE_KEEP_BYTES below the end of the
+ * file: on a VM whose freed memory goes back to the host, each new page of
+ * page cache cost a fault in the host on its first write, and the copy of
+ * LMDB's pwrite took half of the receiver's time in a long drain. The
+ * kernel keeps mapped pages (what readers touched through LMDB's map) and
+ * dirty ones; the rest is read back from disk when wanted.
+ *
  * THREADS: the receiver's thread is the only writer of events; it alone
  * touches next_seq and last_ingest_ms. The delivery actor reads events and
  * writes the cursor in its own write transaction; LMDB's writer lock orders
@@ -122,6 +132,8 @@
 #define STORE_IDS_KEY        "ids_through_seq" /* meta: ids holds the id of every event to it */
 #define S_IDS_FREEZE_AT      ((size_t)64 << 10) /* recent ids frozen for a merge at this many */
 #define S_IDS_STEP           ((size_t)8 << 10)  /* ids merged per put, at least (and 2 per new) */
+#define S_CACHE_KEEP_BYTES   ((uint64_t)512 << 20) /* newest part of the file kept in the cache */
+#define S_CACHE_STEP_BYTES   ((uint64_t)64 << 20)  /* dropped from the page cache at a time */
 #define S_POSITION_BYTES     16               /* position: time (8) + seq (8) */
 #define S_ENTRY_BYTES        24               /* index data: position + fingerprint (8) */
 #define S_HASH_BUCKETS       256              /* keys of a hashed attribute */
@@ -204,6 +216,9 @@ struct store {
     } *ids_undo;                  /* deletes of the open transaction, to undo on failure */
     size_t ids_undo_count, ids_undo_cap;
     _Atomic size_t shown_recent_ids; /* ids_new and ids_merging's unmerged (any thread) */
+    bool is_durable;              /* commits are fdatasync'd */
+    uint64_t cache_kept_from;     /* file offset below which pages were dropped (writer) */
+    uint64_t cache_keep, cache_step; /* store_set_cache_keep */
 };
 
 static void s_put_u64(uint8_t out[8], uint64_t v)
@@ -220,6 +235,26 @@ static uint64_t s_get_u64(const uint8_t in[8])
     for (int i = 0; i < 8; i++)
         v = v << 8 | in[i];
     return v;
+}
+
+/* Bytes of the file that committed transactions reach. */
+static uint64_t s_file_end(store_t *self)
+{
+    MDB_envinfo info;
+    MDB_stat stat;
+    mdb_env_info(self->env, &info);
+    mdb_env_stat(self->env, &stat);
+    return ((uint64_t)info.me_last_pgno + 1) * stat.ms_psize;
+}
+
+/* After a durable commit: drops old pages from the page cache (see PAGE
+ * CACHE). Writers only. */
+static void s_drop_cache(store_t *self)
+{
+    mdb_filehandle_t fd;
+    if (self->is_durable && mdb_env_get_fd(self->env, &fd) == 0)
+        cairn_fs_drop_cache(fd, s_file_end(self), &self->cache_kept_from, self->cache_keep,
+                            self->cache_step);
 }
 
 /* Reads field 1 (ingest_time_ms, a varint) of a packed StoredEvent without
@@ -1305,6 +1340,12 @@ void store_index_stats(const store_t *self, store_index_stats_t *stats)
     stats->recent_ids = atomic_load(&s->shown_recent_ids);
 }
 
+void store_set_cache_keep(store_t *self, uint64_t keep_bytes, uint64_t step_bytes)
+{
+    self->cache_keep = keep_bytes ? keep_bytes : S_CACHE_KEEP_BYTES;
+    self->cache_step = step_bytes ? step_bytes : S_CACHE_STEP_BYTES;
+}
+
 void store_set_ids_freeze(store_t *self, size_t at_ids)
 {
     self->ids_freeze_at = at_ids ? at_ids : S_IDS_FREEZE_AT;
@@ -1385,6 +1426,8 @@ store_t *store_new(const char *dir, int64_t map_bytes, bool is_durable)
     self->dir = cairn_strdup(dir);
     self->next_seq = 1;
     self->ids_freeze_at = S_IDS_FREEZE_AT;
+    self->is_durable = is_durable;
+    store_set_cache_keep(self, 0, 0);
     self->is_ids_lock_ready = pthread_mutex_init(&self->ids_lock, NULL) == 0;
     MDB_txn *txn = NULL;
     int rc = 0;
@@ -1439,6 +1482,9 @@ store_t *store_new(const char *dir, int64_t map_bytes, bool is_durable)
         store_destroy(&self); /* logged */
         return NULL;
     }
+    /* What the file held at open is left as it is: only pages this process
+     * commits are dropped. */
+    self->cache_kept_from = s_file_end(self);
     /* Not now: until the receiver calls store_advance_watermark, an event
      * could still be stamped with any time from last_ingest_ms on. */
     atomic_store(&self->watermark_ms, self->last_ingest_ms);
@@ -1668,9 +1714,10 @@ static int s_put_batches(store_t *self, const Cairn__Batch *const *batches, size
     }
     if (rc == 0 && (self->is_merging || is_pass_start))
         s_merge_done(self, merged);
-    if (rc == 0)
+    if (rc == 0) {
         s_ids_committed(self, ids_to);
-    else
+        s_drop_cache(self);
+    } else
         idset_truncate(&self->ids_new, ids_before);
     if (rc == 0) {
         self->next_seq = seq;

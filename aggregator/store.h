@@ -210,6 +210,11 @@ int store_merge(store_t *self);
  * default. For tests. Writer thread. */
 void store_set_ids_freeze(store_t *self, size_t at_ids);
 
+/* Sets how much of the newest part of the file a durable store keeps in the
+ * page cache, and how much it drops at a time (see PAGE CACHE in store.c);
+ * 0 keeps a default. For tests. Writer thread. */
+void store_set_cache_keep(store_t *self, uint64_t keep_bytes, uint64_t step_bytes);
+
 /* The index's runs, for /metrics: data items waiting in runs for a merge
  * pass, and the passes completed since the store was opened; and the
  * eventIDs kept in memory until their merge into the ids database. */

@@ -2,6 +2,7 @@
 #include "cairn_fs.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -21,4 +22,18 @@ int cairn_mkdir_p(const char *dir, mode_t mode)
             *p = '/';
         }
     return mkdir(path, mode) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+void cairn_fs_drop_cache(int fd, uint64_t end, uint64_t *kept_from, uint64_t keep, uint64_t step)
+{
+    if (end < *kept_from + keep + step)
+        return;
+    uint64_t to = end - keep;
+    /* The kernel drops only folios wholly inside the range, and writes of
+     * many pages make large folios: start one step lower, so that a folio
+     * the last call's end cut through goes now. Advice only: if it fails,
+     * the pages stay cached, as before. */
+    uint64_t from = *kept_from > step ? *kept_from - step : 0;
+    posix_fadvise(fd, (off_t)from, (off_t)(to - from), POSIX_FADV_DONTNEED);
+    *kept_from = to;
 }
