@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "spool.h"
+#include "cairn_test_pages.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -302,23 +303,6 @@ static void s_append_big(spool_t *spool, size_t calls)
     }
 }
 
-/* Pages of the first bytes of path in the page cache. */
-static size_t s_resident_pages(const char *path, size_t bytes)
-{
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    void *map = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
-    assert_true(map != MAP_FAILED);
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), resident = 0;
-    unsigned char *vec = malloc(bytes / page);
-    assert_int_equal(mincore(map, bytes, vec), 0);
-    for (size_t i = 0; i < bytes / page; i++)
-        resident += vec[i] & 1;
-    free(vec);
-    munmap(map, bytes);
-    close(fd);
-    return resident;
-}
 
 static void old_pages_leave_the_cache_and_read_back_whole(void **state)
 {
@@ -331,7 +315,7 @@ static void old_pages_leave_the_cache_and_read_back_whole(void **state)
     struct statfs fs;
     assert_int_equal(statfs(path, &fs), 0);
     if (fs.f_type != TMPFS_MAGIC) /* tmpfs has no pages to drop */
-        assert_true(s_resident_pages(path, 64 << 20) < (64 << 20) / 4096 / 4);
+        assert_true(cairn_test_resident_pages(path, 64 << 20) < (64 << 20) / 4096 / 4);
 
     /* Everything reads back from the disk, in order. */
     uint64_t next = 1;

@@ -24,6 +24,8 @@
 
 #include <cmocka.h>
 
+#include "cairn_test_pages.h"
+
 #define TEST_MAP_BYTES (64 * 1024 * 1024)
 
 typedef struct {
@@ -690,23 +692,6 @@ static int s_check_whole(void *ctx, uint64_t seq, int64_t ingest_time_ms, const 
     return 0;
 }
 
-static size_t s_resident_pages(const char *path, size_t bytes)
-{
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    void *map = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
-    assert_true(map != MAP_FAILED);
-    unsigned char *vec = calloc(bytes / 4096, 1);
-    assert_int_equal(mincore(map, bytes, vec), 0);
-    size_t resident = 0;
-    for (size_t i = 0; i < bytes / 4096; i++)
-        resident += vec[i] & 1;
-    free(vec);
-    munmap(map, bytes);
-    close(fd);
-    return resident;
-}
-
 /* A durable store drops what lies far below the end of its file from the
  * page cache (PAGE CACHE in store.c); every event still reads back whole. */
 static void old_store_pages_leave_the_cache_and_read_back_whole(void **state)
@@ -734,7 +719,7 @@ static void old_store_pages_leave_the_cache_and_read_back_whole(void **state)
      * old part is what LMDB's reads mapped into this process (each fault
      * maps the cached pages around it too): ~30 % here. */
     if (fs.f_type != TMPFS_MAGIC) /* tmpfs has no pages to drop */
-        assert_true(s_resident_pages(path, 16 << 20) < (16 << 20) / 4096 / 2);
+        assert_true(cairn_test_resident_pages(path, 16 << 20) < (16 << 20) / 4096 / 2);
     uint64_t next = 1;
     assert_int_equal(store_read_events(fx->store, 0, s_check_whole, &next), 10000);
     assert_int_equal(next, 10001);
