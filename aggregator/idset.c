@@ -88,7 +88,8 @@ void idset_add(idset_t *self, const uint8_t *key, size_t len, uint64_t seq)
     }
     memcpy(self->keys + self->keys_len, key, len);
     self->items[self->count] = (idset_item_t){
-        .hash = s_hash(key, len), .seq = seq, .key_at = self->keys_len, .key_len = len};
+        .hash = s_hash(key, len), .seq = seq, .key_at = (uint32_t)self->keys_len,
+        .key_len = (uint32_t)len};
     self->keys_len += len;
     self->count++;
     if (seq > self->max_seq)

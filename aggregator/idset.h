@@ -13,8 +13,8 @@
 typedef struct {
     uint64_t hash;
     uint64_t seq; /* 0: deleted */
-    size_t key_at; /* in the set's key bytes */
-    size_t key_len;
+    uint32_t key_at; /* in the set's key bytes (a set holds far less than 4 GB) */
+    uint32_t key_len;
 } idset_item_t;
 
 typedef struct {

@@ -130,8 +130,8 @@
                                   * 2: no runs, keys cut 8 bytes later */
 #define STORE_DELETED_KEY    "deleted_max_seq" /* meta: highest seq ever deleted */
 #define STORE_IDS_KEY        "ids_through_seq" /* meta: ids holds the id of every event to it */
-#define S_IDS_FREEZE_AT      ((size_t)64 << 10) /* recent ids frozen for a merge at this many */
-#define S_IDS_STEP           ((size_t)8 << 10)  /* ids merged per put, at least (and 2 per new) */
+#define S_IDS_FREEZE_AT      ((size_t)32 << 10) /* recent ids frozen for a merge at this many */
+#define S_IDS_STEP           ((size_t)4 << 10)  /* ids merged per put, at least (and 2 per new) */
 #define S_CACHE_KEEP_BYTES   ((uint64_t)512 << 20) /* newest part of the file kept in the cache */
 #define S_CACHE_STEP_BYTES   ((uint64_t)64 << 20)  /* dropped from the page cache at a time */
 #define S_POSITION_BYTES     16               /* position: time (8) + seq (8) */
