@@ -398,7 +398,10 @@ cpu_snapshot CPU0 WRITE0
 T0=$EPOCHREALTIME
 "$LOADGEN" "${LOADGEN_ARGS[@]}" >"$DIR/loadgen.out" 2>"$DIR/loadgen.err" &
 LOADGEN_PID=$!
-LOAD_LIMIT_S=$(( ${SECONDS_OPT:-0} + 300 )) # loadgen stops itself; this only guards a hang
+# loadgen stops itself; this only guards a hang. A paced count takes
+# count / rate seconds (a 10-minute partition at 5,000 events/s: 600 s).
+LOAD_LIMIT_S=$(( ${SECONDS_OPT:-0} + 300 ))
+if ((RATE > 0)) && [[ -n ${COUNT:-} ]]; then LOAD_LIMIT_S=$(( LOAD_LIMIT_S + COUNT / RATE )); fi
 deadline=$((${T0%.*} + LOAD_LIMIT_S))
 NOTE_EVERY=10 # samples of 0.1 s between timeline notes
 [[ $SCENARIO == delivery ]] && NOTE_EVERY=2 # deliveries timed to 0.2 s
