@@ -117,7 +117,7 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
                                                      4 << 20, 512 << 10, 64 << 20);
     s->shipper.linger_ms = config_duration_ms(cfg, "aggregator", "linger", 20, 1, 10000);
     s->shipper.window_batches = (size_t)config_int(cfg, "aggregator", "window", 16, 1, 1024);
-    s->shipper.window_bytes = (size_t)config_size(cfg, "aggregator", "window_bytes", 6 << 20,
+    s->shipper.window_bytes = (size_t)config_size(cfg, "aggregator", "window_bytes", 8 << 20,
                                                   64 << 10, (int64_t)1 << 30);
     s->shipper.ack_timeout_ms =
         config_duration_ms(cfg, "aggregator", "ack_timeout", 5000, 100, 600000);

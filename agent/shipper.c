@@ -441,7 +441,7 @@ shipper_t *shipper_new(spool_t *spool, zloop_t *loop, const shipper_options_t *o
     if (self->options.window_batches == 0)
         self->options.window_batches = 1;
     if (self->options.window_bytes == 0)
-        self->options.window_bytes = 6 << 20;
+        self->options.window_bytes = 8 << 20;
     if (self->options.heartbeat_ms <= 0)
         self->options.heartbeat_ms = 1000;
     if (self->options.silence_ms <= 0)
