@@ -205,7 +205,6 @@ static int s_send_batch(shipper_t *self)
     self->batch_count = 0;
     long n = spool_read(self->spool, self->next_seq, self->options.batch_max_events,
                         self->options.batch_max_bytes, s_pack_event, self);
-    spool_unmap(self->spool); /* the batch is copied out: its pages need not stay mapped */
     if (n <= 0 || self->batch_count == 0)
         return n < 0 ? -1 : 0;
     /* The envelope: AgentMessage field 2 (batch), length-delimited. */

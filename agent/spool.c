@@ -56,6 +56,7 @@
 #include "cairn_fs.h"
 #include "cairn_log.h"
 #include "cairn_mem.h"
+#include "cairn_time.h"
 #include "event.h"
 
 #include <errno.h>
@@ -75,6 +76,12 @@
 #define SPOOL_CACHE_KEEP_BYTES (128 << 20) /* newest part of the file left in the page cache */
 #define SPOOL_CACHE_STEP_BYTES (32 << 20)  /* dropped from the page cache at a time */
 #define SPOOL_UNMAP_EVENTS 64 /* events read or deleted between two unmaps */
+#define SPOOL_UNMAP_ALL_MS 100 /* the whole map is unmapped at most this often */
+#define SPOOL_UNMAP_ALIGN (2 << 20) /* what one fault may map around it, at most */
+#define SPOOL_DROP_GAP (64 << 10)   /* deleted blocks this close are dropped as one range */
+#define SPOOL_DROP_BYTES (32 << 20) /* deleted bytes dropped from the page cache at a time */
+#define SPOOL_PREFETCH_READS 3 /* a read asks for this many reads' bytes of blocks */
+#define SPOOL_DROP_BACKLOG 100000   /* events left after an ack that make it drop what it deletes */
 #define SPOOL_BLOCK_BYTES (256 << 10) /* events of one block, at most (one event may be more) */
 #define SPOOL_BLOCK_MAGIC 0x00 /* a block's first byte: never a packed Event's (field 0) */
 #define SPOOL_BLOCK_KIND  'B'
@@ -119,7 +126,21 @@ struct spool {
     atomic_uint_fast64_t next_seq;  /* seq of the next append */
     atomic_uint_fast64_t acked_seq; /* highest acked seq */
     atomic_uint_fast64_t corrupt_blocks; /* blocks found corrupt (see Blocks) */
+    atomic_int_fast64_t unmapped_all_ms; /* when spool_unmap last ran from inside */
+    uint64_t drop_from;        /* file range of deleted blocks not yet dropped from the */
+    uint64_t drop_to;          /* page cache (see s_drop_deleted); the acker's */
+    uint64_t drop_backlog;     /* SPOOL_DROP_BACKLOG, or spool_set_drop_backlog's */
+    uint64_t prefetch_seq;     /* records from this key on were not prefetched yet */
+    uint64_t prefetch_from;    /* the last read's first record (both the reader's; see
+                                * s_prefetch) */
 };
+
+/* Mapped bytes a read or an ack went through since its last unmap. */
+typedef struct {
+    uintptr_t lo, hi;
+} s_span_t;
+
+#define S_SPAN_EMPTY ((s_span_t){UINTPTR_MAX, 0})
 
 static void s_key(uint64_t seq, uint8_t out[8])
 {
@@ -284,41 +305,6 @@ static int s_restore(spool_t *self)
     return 0;
 }
 
-/* Pages the map can still give: never used ones plus the free list (LMDB's
- * database 0, whose values are page-number lists led by their count, as
- * mdb_stat -f reads them). LMDB opens database 0 only to read-only
- * transactions, hence a short one of its own (allowed beside the write
- * transaction thanks to MDB_NOTLS). Unless is_exact, the free list is read
- * only when the file's high-water mark is past half the map, so the common
- * case of an append costs one mdb_env_info. Sets *page_bytes and *total. */
-static size_t s_free_pages(spool_t *self, bool is_exact, size_t *page_bytes, size_t *total)
-{
-    MDB_envinfo info;
-    MDB_stat st;
-    mdb_env_info(self->env, &info);
-    mdb_env_stat(self->env, &st);
-    *page_bytes = st.ms_psize;
-    *total = info.me_mapsize / st.ms_psize;
-    size_t unused = *total > info.me_last_pgno + 1 ? *total - info.me_last_pgno - 1 : 0;
-    if (!is_exact && unused > *total / 2)
-        return unused;
-    MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    if (mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn) == 0 &&
-        mdb_cursor_open(txn, 0, &cur) == 0) {
-        MDB_val k, v;
-        int r = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-        while (r == 0) {
-            unused += (size_t)*(const size_t *)v.mv_data;
-            r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-        }
-        mdb_cursor_close(cur);
-    }
-    if (txn)
-        mdb_txn_abort(txn);
-    return unused;
-}
-
 /* Bytes of the file that committed transactions reach. */
 static uint64_t s_file_end(spool_t *self)
 {
@@ -344,12 +330,157 @@ static void s_drop_cache(spool_t *self)
  * own memory is ~20 MB). MADV_DONTNEED on a shared file mapping only drops
  * the page table entries: the pages stay in the page cache, and a later read
  * (LMDB's, from any thread, even one reading right now) faults them back
- * unchanged. The kernel walks only the page tables that exist: ~10 us for
- * a 1 GB map after a batch was read. */
+ * unchanged. But the kernel walks every page table the map has had, and
+ * they stay: once a 16 GB spool had been read through, the whole-map call
+ * took 27 % of the shipper's time and a 6,000,000-event drain fell from
+ * 103,000 to 58,000 events/s. So reads and acks unmap just the span of
+ * blocks they went through (s_span_t), and the whole map, for the few tree
+ * pages LMDB's descents map, at most ten times a second
+ * (s_unmap_now_and_then; a 16 GB map takes ~0.2 ms). */
 void spool_unmap(spool_t *self)
 {
     if (self->map_addr)
         madvise(self->map_addr, self->map_len, MADV_DONTNEED); /* advice: failing changes nothing */
+}
+
+static void s_unmap_now_and_then(spool_t *self)
+{
+    int64_t now_ms = cairn_time_mono_ms();
+    int_fast64_t last_ms = atomic_load(&self->unmapped_all_ms);
+    if (now_ms - last_ms >= SPOOL_UNMAP_ALL_MS &&
+        atomic_compare_exchange_strong(&self->unmapped_all_ms, &last_ms, now_ms))
+        spool_unmap(self);
+}
+
+/* Unmaps the pages span covers (within the map), and empties it. A fault
+ * maps the cached pages around it too: fault-around (64 KiB by default)
+ * and, where the page cache holds large folios, the whole folio (up to
+ * 2 MiB). Those are unmapped with it. */
+static void s_span_unmap(spool_t *self, s_span_t *span)
+{
+    uintptr_t map_lo = (uintptr_t)self->map_addr, map_hi = map_lo + self->map_len;
+    uintptr_t lo = span->lo & ~(uintptr_t)(SPOOL_UNMAP_ALIGN - 1);
+    uintptr_t hi = (span->hi + SPOOL_UNMAP_ALIGN - 1) & ~(uintptr_t)(SPOOL_UNMAP_ALIGN - 1);
+    if (lo < map_lo)
+        lo = map_lo;
+    if (hi > map_hi)
+        hi = map_hi;
+    if (self->map_addr && lo < hi)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: failing changes nothing */
+    *span = S_SPAN_EMPTY;
+}
+
+/* Adds len bytes at data to span. Blocks need not lie in file order (LMDB
+ * reuses freed pages anywhere): a range far from the span unmaps it first,
+ * so that a span stays a few MB. */
+static void s_span_add(spool_t *self, s_span_t *span, const void *data, size_t len)
+{
+    uintptr_t lo = (uintptr_t)data, hi = lo + len;
+    if (span->lo < span->hi && (hi + SPOOL_UNMAP_ALIGN < span->lo || lo > span->hi + SPOOL_UNMAP_ALIGN))
+        s_span_unmap(self, span);
+    if (lo < span->lo)
+        span->lo = lo;
+    if (hi > span->hi)
+        span->hi = hi;
+}
+
+/* s_block_parse, adding the bytes it read to span. */
+static int s_block_parse_mapped(spool_t *self, const MDB_val *v, s_block_t *block, s_span_t *span)
+{
+    int r = s_block_parse(v, block);
+    s_span_add(self, span, v->mv_data,
+               r == 0 ? (size_t)(block->data - (const uint8_t *)v->mv_data) : v->mv_size);
+    return r;
+}
+
+/* Pages the map can still give: never used ones plus the free list (LMDB's
+ * database 0, whose values are page-number lists led by their count, as
+ * mdb_stat -f reads them). LMDB opens database 0 only to read-only
+ * transactions, hence a short one of its own (allowed beside the write
+ * transaction thanks to MDB_NOTLS). Unless is_exact, the free list is read
+ * only when the file's high-water mark is past half the map, so the common
+ * case of an append costs one mdb_env_info. Sets *page_bytes and *total. */
+static size_t s_free_pages(spool_t *self, bool is_exact, size_t *page_bytes, size_t *total)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    mdb_env_info(self->env, &info);
+    mdb_env_stat(self->env, &st);
+    *page_bytes = st.ms_psize;
+    *total = info.me_mapsize / st.ms_psize;
+    size_t unused = *total > info.me_last_pgno + 1 ? *total - info.me_last_pgno - 1 : 0;
+    if (!is_exact && unused > *total / 2)
+        return unused;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    if (mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn) == 0 &&
+        mdb_cursor_open(txn, 0, &cur) == 0) {
+        MDB_val k, v;
+        s_span_t span = S_SPAN_EMPTY; /* the first page of each record was mapped */
+        int r = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        while (r == 0) {
+            unused += (size_t)*(const size_t *)v.mv_data;
+            s_span_add(self, &span, v.mv_data, sizeof(size_t));
+            r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
+        mdb_cursor_close(cur);
+        s_span_unmap(self, &span);
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    return unused;
+}
+
+/* Acked blocks are never read again, but the reads of a drain brought them
+ * into the page cache, and there they stayed: a 6,000,000-event drain
+ * filled 8 GB of page cache with them, every new page of which (on a VM that
+ * gives freed memory back to the host) faulted in the host, and the store's
+ * writes on the same machine slowed with it (drain 89,000 events/s; with
+ * the spool's cache dropped each second, 109,000). So the blocks an ack
+ * deletes are dropped from the page cache, as the appends' old pages are
+ * (see the page cache note at the top): their file ranges are gathered
+ * while they are contiguous, up to SPOOL_DROP_BYTES, since the kernel drops
+ * only folios wholly inside a range (large folios: up to 2 MB). Dropping
+ * only advises: dirty and mapped pages stay, and reading a dropped page
+ * brings it back from the disk. Only while a backlog is drained (over
+ * SPOOL_DROP_BACKLOG events left): in the steady state, the next appends
+ * reuse the deleted pages at once, and reuse them best while cached
+ * (dropping them there cost the agent 8 % more CPU and 5 % of the rate). */
+static void s_drop_flush(spool_t *self)
+{
+    mdb_filehandle_t fd;
+    if (self->drop_to > self->drop_from && mdb_env_get_fd(self->env, &fd) == 0) {
+        /* A mapped page is not dropped, and a tree page LMDB read maps the
+         * whole large folio around it, blocks included. */
+        spool_unmap(self);
+        posix_fadvise(fd, (off_t)self->drop_from, (off_t)(self->drop_to - self->drop_from),
+                      POSIX_FADV_DONTNEED);
+    }
+    /* What is left pending is the huge page the range's end cuts through: if
+     * the next blocks follow, it goes with them. */
+    self->drop_from = self->drop_to - self->drop_to % SPOOL_UNMAP_ALIGN;
+}
+
+static void s_drop_deleted(spool_t *self, const MDB_val *v)
+{
+    if (!self->map_addr)
+        return;
+    uint64_t from = (uint64_t)((const uint8_t *)v->mv_data - (const uint8_t *)self->map_addr);
+    uint64_t to = from + v->mv_size;
+    from -= from % self->page_bytes;
+    if (to % self->page_bytes)
+        to += self->page_bytes - to % self->page_bytes;
+    if (from > self->drop_to + SPOOL_DROP_GAP || to + SPOOL_DROP_GAP < self->drop_from) {
+        s_drop_flush(self);
+        self->drop_from = from; /* a new range */
+        self->drop_to = to;
+    }
+    if (from < self->drop_from)
+        self->drop_from = from;
+    if (to > self->drop_to)
+        self->drop_to = to;
+    if (self->drop_to - self->drop_from >= SPOOL_DROP_BYTES)
+        s_drop_flush(self);
 }
 
 /* Finds LMDB's map of data.mdb in /proc/self/maps, by device and inode
@@ -374,6 +505,9 @@ static void s_find_map(spool_t *self)
     }
     if (maps)
         fclose(maps);
+    /* No readahead on a fault: see s_prefetch. */
+    if (self->map_addr)
+        madvise(self->map_addr, self->map_len, MADV_RANDOM); /* advice: failing changes nothing */
 }
 
 static size_t s_available_bytes(spool_t *self)
@@ -395,6 +529,7 @@ spool_t *spool_new(const char *dir, int64_t map_bytes, bool is_durable)
     spool_t *self = cairn_calloc(1, sizeof *self);
     self->dir = cairn_strdup(dir);
     self->is_durable = is_durable;
+    self->drop_backlog = SPOOL_DROP_BACKLOG;
     self->is_queue_ready = pthread_mutex_init(&self->queue_lock, NULL) == 0 &&
                            pthread_cond_init(&self->queue_done, NULL) == 0;
     int rc = !self->is_queue_ready ? ENOMEM : cairn_mkdir_p(dir, 0750) == 0 ? 0 : errno;
@@ -424,6 +559,11 @@ spool_t *spool_new(const char *dir, int64_t map_bytes, bool is_durable)
                        (unsigned long long)spool_next_seq(self));
     }
     return self;
+}
+
+void spool_set_drop_backlog(spool_t *self, uint64_t events)
+{
+    self->drop_backlog = events;
 }
 
 void spool_destroy(spool_t **self_p)
@@ -508,7 +648,7 @@ static void s_commit_group(spool_t *self, s_append_t *group)
         rc = mdb_txn_commit(txn);
         if (rc == 0 && self->is_durable)
             s_drop_cache(self);
-        spool_unmap(self); /* the pages the commit's B-tree descents read */
+        s_unmap_now_and_then(self); /* the pages the commit's B-tree descents read */
     } else
         mdb_txn_abort(txn);
     if (rc != 0) {
@@ -612,12 +752,55 @@ static int s_seek(MDB_cursor *cur, uint64_t from_seq, MDB_val *k, MDB_val *v, si
     return mdb_cursor_get(cur, k, v, r == 0 ? MDB_NEXT : MDB_FIRST);
 }
 
+/* Reading ahead. A fault on a page that is not cached reads the
+ * read_ahead_kb around it (8 MB on the benchmark machine), half of it
+ * behind: in a drain, blocks already read, acked and dropped (the agent read
+ * 1.6 times what it shipped), and around each tree page, 8 MB that an ack
+ * had just dropped. So the map has no readahead (MADV_RANDOM, as LMDB's
+ * MDB_NORDAHEAD), and a read first asks the kernel for the blocks it is
+ * about to read and the next ones (POSIX_FADV_WILLNEED: the reads are
+ * started, not waited for), each block's pages and no others. Blocks
+ * written lately are cached: asking costs a look-up. */
+static void s_prefetch(spool_t *self, MDB_txn *txn, MDB_val *from_key, size_t bytes)
+{
+    mdb_filehandle_t fd;
+    MDB_cursor *cur = NULL;
+    if (!self->map_addr || mdb_env_get_fd(self->env, &fd) != 0 ||
+        mdb_cursor_open(txn, self->events, &cur) != 0)
+        return;
+    MDB_val k = *from_key, v;
+    uint64_t lo = 0, hi = 0, seen = 0;
+    if (s_seq(from_key) < self->prefetch_from)
+        self->prefetch_seq = 0; /* a read went back (a resend): what it asked for may be gone */
+    self->prefetch_from = s_seq(from_key);
+    int r = mdb_cursor_get(cur, &k, &v, MDB_SET); /* the value's pointer: nothing is read */
+    while (r == 0 && seen < bytes) {
+        uint64_t from = (uint64_t)((const uint8_t *)v.mv_data - (const uint8_t *)self->map_addr);
+        uint64_t to = from + v.mv_size;
+        if (s_seq(&k) >= self->prefetch_seq) { /* not asked for by an earlier read */
+            if (from != hi) { /* not contiguous: ask for what was gathered */
+                if (hi > lo)
+                    posix_fadvise(fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_WILLNEED);
+                lo = from;
+            }
+            hi = to;
+            self->prefetch_seq = s_seq(&k) + 1;
+        }
+        seen += v.mv_size;
+        r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (hi > lo)
+        posix_fadvise(fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_WILLNEED);
+    mdb_cursor_close(cur);
+}
+
 long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_bytes,
                 spool_read_fn *fn, void *ctx)
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
     long passed = 0;
+    s_span_t span = S_SPAN_EMPTY;
     /* A block an ack covers in part still holds its acked events. */
     uint64_t acked = atomic_load(&self->acked_seq);
     if (from_seq <= acked)
@@ -630,9 +813,11 @@ long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_b
         size_t bytes = 0, skip;
         bool is_done = false;
         int r = s_seek(cur, from_seq, &k, &v, &skip);
+        if (r == 0)
+            s_prefetch(self, txn, &k, SPOOL_PREFETCH_READS * max_bytes);
         while (r == 0 && !is_done) {
             s_block_t block;
-            r = s_block_parse(&v, &block);
+            r = s_block_parse_mapped(self, &v, &block, &span);
             if (r == SPOOL_CORRUPT) {
                 s_block_corrupt(self, &k, &v, "skipped");
                 r = 0;
@@ -651,8 +836,9 @@ long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_b
                         is_done = true;
                         break;
                     }
+                    s_span_add(self, &span, data, len);
                     if (passed % SPOOL_UNMAP_EVENTS == 0)
-                        spool_unmap(self); /* fn is done with those events */
+                        s_span_unmap(self, &span); /* fn is done with those events */
                 }
                 data += len;
             }
@@ -666,6 +852,8 @@ long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_b
     }
     if (txn)
         mdb_txn_abort(txn);
+    s_span_unmap(self, &span); /* fn copied what it needed */
+    s_unmap_now_and_then(self);
     if (rc != 0) {
         cairn_log_error("spool %s: read from %llu failed: %s", self->dir,
                         (unsigned long long)from_seq, mdb_strerror(rc));
@@ -683,18 +871,22 @@ int spool_ack_through(spool_t *self, uint64_t through_seq)
         return 0;
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
+    s_span_t span = S_SPAN_EMPTY;
     int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
     if (rc == 0)
         rc = mdb_cursor_open(txn, self->events, &cur);
     if (rc == 0) {
         /* Whole blocks only: one the ack covers in part stays (see Blocks). */
+        bool is_backlog = last - through_seq >= self->drop_backlog; /* see s_drop_deleted */
         MDB_val k, v;
         s_block_t block;
         size_t deleted = 0;
         int r = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-        while (r == 0 && ((r = s_block_parse(&v, &block)) == 0 || r == SPOOL_CORRUPT) &&
+        while (r == 0 && ((r = s_block_parse_mapped(self, &v, &block, &span)) == 0 || r == SPOOL_CORRUPT) &&
                (r == SPOOL_CORRUPT ? s_seq(&k) <= through_seq
                                    : s_seq(&k) + block.count - 1 <= through_seq)) {
+            if (r == 0 && is_backlog)
+                s_drop_deleted(self, &v); /* committed, it is never read again */
             r = mdb_cursor_del(cur, 0);
             if (r == 0)
                 r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
@@ -702,7 +894,7 @@ int spool_ack_through(spool_t *self, uint64_t through_seq)
              * map all their pages before the unmap below. */
             deleted += block.count;
             if (deleted >= SPOOL_UNMAP_EVENTS) {
-                spool_unmap(self);
+                s_span_unmap(self, &span);
                 deleted = 0;
             }
         }
@@ -720,13 +912,15 @@ int spool_ack_through(spool_t *self, uint64_t through_seq)
         rc = mdb_txn_commit(txn);
     else if (txn)
         mdb_txn_abort(txn);
+    s_span_unmap(self, &span);
     if (rc != 0) {
         cairn_log_error("spool %s: ack through %llu failed: %s", self->dir,
                         (unsigned long long)through_seq, mdb_strerror(rc));
         return -1;
     }
     atomic_store(&self->acked_seq, through_seq);
-    spool_unmap(self);
+    s_drop_flush(self);
+    s_unmap_now_and_then(self);
     return 0;
 }
 

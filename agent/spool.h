@@ -68,14 +68,21 @@ typedef int(spool_read_fn)(void *ctx, uint64_t seq, const uint8_t *data, size_t 
 /* Passes events with seq >= from_seq (and above the acked seq), in order, to
  * fn until max_count events
  * or max_bytes of data were passed (at least one event is passed if any
- * exists) or fn returns non-zero. Returns the number passed, or -1. */
+ * exists) or fn returns non-zero. Returns the number passed, or -1. The
+ * pages it read leave the process's RSS as it goes (see spool_unmap). */
 long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_bytes,
                 spool_read_fn *fn, void *ctx);
 
-/* Drops this process's mappings of the spool's pages (they stay in the page
- * cache): call after reading events back, so that what was read does not
- * stay in RSS. Cheap (~10 us for a 1 GB map). Any thread. */
+/* Drops all this process's mappings of the spool's pages (they stay in the
+ * page cache). Reads, acks and commits do it for what they map (the whole
+ * map at most once a second: the call walks every page table the map has
+ * had, milliseconds once a large spool was read through). Any thread. */
 void spool_unmap(spool_t *self);
+
+/* Sets how many events must be left after an ack for it to drop the blocks
+ * it deletes from the page cache (default 100,000; see s_drop_deleted in
+ * spool.c). For tests. */
+void spool_set_drop_backlog(spool_t *self, uint64_t events);
 
 /* Records the ack of every event with seq <= through_seq: they are never
  * read again, and the blocks they fill are deleted (a block the ack covers
