@@ -70,13 +70,15 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SPOOL_RESERVE_BYTES (64 * 4096) /* kept free for the deletes of acks */
 #define SPOOL_CACHE_KEEP_BYTES (128 << 20) /* newest part of the file left in the page cache */
 #define SPOOL_CACHE_STEP_BYTES (32 << 20)  /* dropped from the page cache at a time */
 #define SPOOL_UNMAP_EVENTS 64 /* events read or deleted between two unmaps */
-#define SPOOL_UNMAP_ALL_MS 100 /* the whole map is unmapped at most this often */
+#define SPOOL_UNMAP_ALL_MS 100 /* the whole map is unmapped at most this often... */
+#define SPOOL_UNMAP_ALL_CHEAP_US 50 /* ...unless that takes less than this */
 #define SPOOL_UNMAP_ALIGN (2 << 20) /* what one fault may map around it, at most */
 #define SPOOL_DROP_GAP (64 << 10)   /* deleted blocks this close are dropped as one range */
 #define SPOOL_DROP_BYTES (32 << 20) /* deleted bytes dropped from the page cache at a time */
@@ -126,7 +128,8 @@ struct spool {
     atomic_uint_fast64_t next_seq;  /* seq of the next append */
     atomic_uint_fast64_t acked_seq; /* highest acked seq */
     atomic_uint_fast64_t corrupt_blocks; /* blocks found corrupt (see Blocks) */
-    atomic_int_fast64_t unmapped_all_ms; /* when spool_unmap last ran from inside */
+    atomic_int_fast64_t unmapped_all_us;   /* when spool_unmap last ran from inside */
+    atomic_int_fast64_t unmap_all_cost_us; /* and how long it took */
     uint64_t drop_from;        /* file range of deleted blocks not yet dropped from the */
     uint64_t drop_to;          /* page cache (see s_drop_deleted); the acker's */
     uint64_t drop_backlog;     /* SPOOL_DROP_BACKLOG, or spool_set_drop_backlog's */
@@ -334,22 +337,38 @@ static void s_drop_cache(spool_t *self)
  * they stay: once a 16 GB spool had been read through, the whole-map call
  * took 27 % of the shipper's time and a 6,000,000-event drain fell from
  * 103,000 to 58,000 events/s. So reads and acks unmap just the span of
- * blocks they went through (s_span_t), and the whole map, for the few tree
- * pages LMDB's descents map, at most ten times a second
- * (s_unmap_now_and_then; a 16 GB map takes ~0.2 ms). */
+ * blocks they went through (s_span_t), and the whole map, for the tree
+ * pages LMDB's descents map (each maps its large folio, up to 2 MB: 41 MB
+ * of peak RSS in a steady run with the whole map unmapped only every
+ * 100 ms), after each read, ack and commit while that is cheap (a small
+ * spool), and at most ten times a second once it is not (a 16 GB map read
+ * through takes ~0.2 ms): s_unmap_now_and_then. */
 void spool_unmap(spool_t *self)
 {
     if (self->map_addr)
         madvise(self->map_addr, self->map_len, MADV_DONTNEED); /* advice: failing changes nothing */
 }
 
+static int64_t s_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The whole map, when the last call took under SPOOL_UNMAP_ALL_CHEAP_US
+ * (a small spool: every call, as the steady state's RSS wants), else at
+ * most every SPOOL_UNMAP_ALL_MS. */
 static void s_unmap_now_and_then(spool_t *self)
 {
-    int64_t now_ms = cairn_time_mono_ms();
-    int_fast64_t last_ms = atomic_load(&self->unmapped_all_ms);
-    if (now_ms - last_ms >= SPOOL_UNMAP_ALL_MS &&
-        atomic_compare_exchange_strong(&self->unmapped_all_ms, &last_ms, now_ms))
+    int64_t now_us = s_mono_us();
+    int_fast64_t last_us = atomic_load(&self->unmapped_all_us);
+    if ((atomic_load(&self->unmap_all_cost_us) < SPOOL_UNMAP_ALL_CHEAP_US ||
+         now_us - last_us >= SPOOL_UNMAP_ALL_MS * 1000) &&
+        atomic_compare_exchange_strong(&self->unmapped_all_us, &last_us, now_us)) {
         spool_unmap(self);
+        atomic_store(&self->unmap_all_cost_us, s_mono_us() - now_us);
+    }
 }
 
 /* Unmaps the pages span covers (within the map), and empties it. A fault
