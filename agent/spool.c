@@ -472,6 +472,7 @@ static void s_drop_flush(spool_t *self)
         /* A mapped page is not dropped, and a tree page LMDB read maps the
          * whole large folio around it, blocks included. */
         spool_unmap(self);
+        atomic_store(&self->unmapped_all_us, s_mono_us()); /* s_unmap_now_and_then need not */
         posix_fadvise(fd, (off_t)self->drop_from, (off_t)(self->drop_to - self->drop_from),
                       POSIX_FADV_DONTNEED);
     }

@@ -74,9 +74,10 @@ long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_b
                 spool_read_fn *fn, void *ctx);
 
 /* Drops all this process's mappings of the spool's pages (they stay in the
- * page cache). Reads, acks and commits do it for what they map (the whole
- * map at most once a second: the call walks every page table the map has
- * had, milliseconds once a large spool was read through). Any thread. */
+ * page cache). Reads, acks and commits unmap what they map themselves, and
+ * the whole map after each call while that is cheap, else at most every
+ * 100 ms (the call walks every page table the map has had: ~0.2 ms once a
+ * 16 GB spool was read through). Any thread. */
 void spool_unmap(spool_t *self);
 
 /* Sets how many events must be left after an ack for it to drop the blocks
