@@ -130,6 +130,11 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
         s->shipper.secret_key_file = config_str_required(cfg, "security", "secret_key_file");
         s->shipper.aggregator_public_key_file =
             config_str_required(cfg, "security", "aggregator_public_key_file");
+    } else {
+        /* Known, and unused in plain text: a config that turns CURVE off
+         * keeps its key files for when it is turned on again. */
+        config_str(cfg, "security", "secret_key_file", NULL);
+        config_str(cfg, "security", "aggregator_public_key_file", NULL);
     }
     config_check_unknown(cfg);
 }

@@ -135,6 +135,10 @@ static void s_read_settings(config_t *cfg, s_settings_t *s)
     if (config_bool(cfg, "security", "curve", true)) {
         s->receiver.secret_key_file = config_str_required(cfg, "security", "secret_key_file");
         s->receiver.allow_dir = config_str_required(cfg, "security", "allow_dir");
+    } else {
+        /* Known, and unused in plain text (as in the agent). */
+        config_str(cfg, "security", "secret_key_file", NULL);
+        config_str(cfg, "security", "allow_dir", NULL);
     }
     /* The LookupEvents API: same credentials file format as the agent's [auth]. */
     s->is_query_on = config_bool(cfg, "query", "enable", false);

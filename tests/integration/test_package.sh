@@ -199,6 +199,14 @@ for prog in cairn-agent cairn-aggregator; do
         fail "$prog --check-config on the shipped config"
 done
 ok "--check-config accepts both shipped configs"
+# Turning CURVE off is one line: the key file settings stay and are ignored.
+for prog in cairn-agent cairn-aggregator; do
+    sed 's/^curve = on/curve = off/' "$ROOT/etc/cairn/$prog.conf" >"$WORK/$prog-plain.conf"
+    grep -q '^curve = off' "$WORK/$prog-plain.conf" || fail "$prog.conf has no 'curve = on' line"
+    out=$("$ROOT/usr/bin/$prog" --config "$WORK/$prog-plain.conf" --check-config 2>&1) ||
+        fail "$prog --check-config with curve = off: $out"
+done
+ok "--check-config accepts both shipped configs with curve = off"
 
 read -r ZMQ_PORT AGG_HTTP_PORT AGENT_PORT < <(python3 -c '
 import socket
