@@ -64,14 +64,15 @@
 #include "event.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
-#include <openssl/rand.h>
 #include <yajl/yajl_parse.h>
 
 #include "cairn_log.h"
@@ -1073,10 +1074,23 @@ void event_uuid_v4(char out[37])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char bytes[16];
-    if (RAND_bytes(bytes, sizeof bytes) != 1) {
-        /* Only when OpenSSL cannot seed its generator; an eventID that is not
-         * random would break deduplication, so this is as fatal as OOM. */
-        cairn_log_error("event: RAND_bytes failed, cannot make an eventID; aborting");
+    /* The kernel's generator (getrandom, blocking only until it is seeded at
+     * boot), not OpenSSL's: RAND_bytes initialised OpenSSL in every agent,
+     * whose spool id is a UUID, and that alone kept 3.3 MB of libcrypto
+     * resident in a process that otherwise uses it only for SigV4. */
+    ssize_t got = 0;
+    while (got >= 0 && (size_t)got < sizeof bytes) {
+        ssize_t n = getrandom(bytes + got, sizeof bytes - (size_t)got, 0);
+        if (n < 0 && errno != EINTR)
+            got = -1;
+        else if (n > 0)
+            got += n;
+    }
+    if (got < 0) {
+        /* An eventID that is not random would break deduplication, so this
+         * is as fatal as OOM. */
+        cairn_log_error("event: getrandom failed (%s), cannot make an eventID; aborting",
+                        strerror(errno));
         abort();
     }
     bytes[6] = (unsigned char)((bytes[6] & 0x0f) | 0x40); /* version 4 */
