@@ -1822,10 +1822,14 @@ long store_read_events(store_t *self, uint64_t after_seq, store_event_fn *fn, vo
         int64_t ingest_ms;
         uintptr_t at = (uintptr_t)val.mv_data;
         if (at < ahead_from || at + S_READ_AHEAD_BYTES / 2 > ahead_to) {
-            ahead_from = at & ~(uintptr_t)(S_PAGE_BYTES - 1);
-            ahead_to = ahead_from + S_READ_AHEAD_BYTES;
-            madvise((void *)ahead_from, S_READ_AHEAD_BYTES, MADV_WILLNEED); /* advice; past the
-                                                                              * map's end: ENOMEM */
+            uintptr_t from = at & ~(uintptr_t)(S_PAGE_BYTES - 1);
+            /* Not again what the last call asked for: the kernel looks up
+             * every page of the range, cached or not. */
+            uintptr_t ask = from >= ahead_from && from < ahead_to ? ahead_to : from;
+            ahead_from = from;
+            ahead_to = from + S_READ_AHEAD_BYTES;
+            madvise((void *)ask, ahead_to - ask, MADV_WILLNEED); /* advice; past the map's
+                                                                  * end: ENOMEM */
         }
         if (key.mv_size != 8 || s_peek_ingest_time(val.mv_data, val.mv_size, &ingest_ms) != 0) {
             rc = MDB_CORRUPTED;

@@ -30,10 +30,12 @@ void cairn_fs_drop_cache(int fd, uint64_t end, uint64_t *kept_from, uint64_t kee
         return;
     uint64_t to = end - keep;
     /* The kernel drops only folios wholly inside the range, and writes of
-     * many pages make large folios: start one step lower, so that a folio
-     * the last call's end cut through goes now. Advice only: if it fails,
-     * the pages stay cached, as before. */
-    uint64_t from = *kept_from > step ? *kept_from - step : 0;
+     * many pages make large folios: start a folio lower, so that a folio
+     * the last call's end cut through goes now (a step lower, as before,
+     * made the kernel look up every page of the range twice). Advice only:
+     * if it fails, the pages stay cached, as before. */
+    uint64_t below = step < CAIRN_FS_FOLIO_MAX ? step : CAIRN_FS_FOLIO_MAX;
+    uint64_t from = *kept_from > below ? *kept_from - below : 0;
     posix_fadvise(fd, (off_t)from, (off_t)(to - from), POSIX_FADV_DONTNEED);
     *kept_from = to;
 }
