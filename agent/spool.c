@@ -136,6 +136,9 @@ struct spool {
     uint64_t prefetch_seq;     /* records from this key on were not prefetched yet */
     uint64_t prefetch_from;    /* the last read's first record (both the reader's; see
                                 * s_prefetch) */
+    pthread_mutex_t read_lock; /* guards read_buf; made with queue_lock */
+    uint8_t *read_buf;         /* the record spool_read is at, copied (see s_copy_value) */
+    size_t read_cap;
 };
 
 /* Mapped bytes a read or an ack went through since its last unmap. */
@@ -336,8 +339,9 @@ static void s_drop_cache(spool_t *self)
  * unchanged. But the kernel walks every page table the map has had, and
  * they stay: once a 16 GB spool had been read through, the whole-map call
  * took 27 % of the shipper's time and a 6,000,000-event drain fell from
- * 103,000 to 58,000 events/s. So reads and acks unmap just the span of
- * blocks they went through (s_span_t), and the whole map, for the tree
+ * 103,000 to 58,000 events/s. So reads copy blocks with pread, mapping
+ * none of them (s_copy_value), acks unmap just the span of the block heads
+ * they went through (s_span_t), and the whole map, for the tree
  * pages LMDB's descents map (each maps its large folio, up to 2 MB: 41 MB
  * of peak RSS in a steady run with the whole map unmapped only every
  * 100 ms), after each read, ack and commit while that is cheap (a small
@@ -403,13 +407,84 @@ static void s_span_add(spool_t *self, s_span_t *span, const void *data, size_t l
         span->hi = hi;
 }
 
-/* s_block_parse, adding the bytes it read to span. */
-static int s_block_parse_mapped(spool_t *self, const MDB_val *v, s_block_t *block, s_span_t *span)
+/* Does the map hold [p, p + len)? A write transaction's values on pages it
+ * changed are in LMDB's own copies, not in the map. */
+static bool s_is_mapped(const spool_t *self, const void *p, size_t len)
 {
-    int r = s_block_parse(v, block);
-    s_span_add(self, span, v->mv_data,
-               r == 0 ? (size_t)(block->data - (const uint8_t *)v->mv_data) : v->mv_size);
-    return r;
+    uintptr_t lo = (uintptr_t)self->map_addr, at = (uintptr_t)p;
+    return self->map_addr && at >= lo && at - lo <= self->map_len && len <= self->map_len - (at - lo);
+}
+
+/* Reads len bytes of data.mdb at the place addr maps, with pread: the
+ * pages are copied from the page cache and never mapped. Returns 0, or an
+ * errno. */
+static int s_pread_mapped(spool_t *self, const void *addr, size_t len, uint8_t *out)
+{
+    mdb_filehandle_t fd;
+    if (mdb_env_get_fd(self->env, &fd) != 0)
+        return EBADF;
+    off_t at = (off_t)((const uint8_t *)addr - (const uint8_t *)self->map_addr);
+    for (size_t got = 0; got < len;) {
+        ssize_t n = pread(fd, out + got, len - got, at + (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? errno : EIO;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+/* Copies a record for spool_read into read_buf (read_lock held) and points
+ * v at the copy. Read through the map, a block's pages were mapped (with
+ * the large folios around them, up to 2 MB a fault), then unmapped again
+ * by madvise, which interrupts every other thread of the agent to flush
+ * its TLB: the shipper spent about as long in those faults and unmaps as
+ * in copying the events out. pread copies the same bytes from the page
+ * cache without mapping anything. LMDB hands out a value's place without
+ * reading it, and a read transaction keeps its pages unchanged in the file
+ * too, so a pread of that place reads the same bytes. Without the map's
+ * address (s_find_map), the value is read where it is. Returns 0, or an
+ * errno. */
+static int s_copy_value(spool_t *self, MDB_val *v)
+{
+    if (!s_is_mapped(self, v->mv_data, v->mv_size))
+        return 0;
+    if (v->mv_size > self->read_cap) {
+        self->read_cap = v->mv_size > SPOOL_BLOCK_BYTES ? v->mv_size : SPOOL_BLOCK_BYTES;
+        free(self->read_buf);
+        self->read_buf = cairn_malloc(self->read_cap);
+    }
+    int rc = s_pread_mapped(self, v->mv_data, v->mv_size, self->read_buf);
+    if (rc == 0)
+        v->mv_data = self->read_buf;
+    return rc;
+}
+
+/* How many events the record v holds (s_block_parse's count), reading its
+ * header with pread rather than through the map (see s_copy_value); the
+ * lengths are not checked against the size, as reads check them.
+ * SPOOL_CORRUPT if the header does not fit the size, or an errno. */
+static int s_block_count(spool_t *self, const MDB_val *v, size_t *count)
+{
+    uint8_t head[SPOOL_BLOCK_HEAD];
+    size_t n = v->mv_size < sizeof head ? v->mv_size : sizeof head;
+    bool is_mapped = s_is_mapped(self, v->mv_data, n);
+    int rc = is_mapped ? s_pread_mapped(self, v->mv_data, n, head) : 0;
+    if (rc != 0)
+        return rc;
+    const uint8_t *p = is_mapped ? head : v->mv_data;
+    *count = 1;
+    if (n < 2 || p[0] != SPOOL_BLOCK_MAGIC || p[1] != SPOOL_BLOCK_KIND)
+        return 0; /* an older agent's record: one event */
+    *count = 0;
+    if (n < SPOOL_BLOCK_HEAD || p[2] != 1)
+        return SPOOL_CORRUPT;
+    size_t c = s_u32(p + 4);
+    if (c == 0 || c > SPOOL_BLOCK_MAX_EVENTS || c > (v->mv_size - SPOOL_BLOCK_HEAD) / 4)
+        return SPOOL_CORRUPT;
+    *count = c;
+    return 0;
 }
 
 /* Pages the map can still give: never used ones plus the free list (LMDB's
@@ -551,7 +626,8 @@ spool_t *spool_new(const char *dir, int64_t map_bytes, bool is_durable)
     self->is_durable = is_durable;
     self->drop_backlog = SPOOL_DROP_BACKLOG;
     self->is_queue_ready = pthread_mutex_init(&self->queue_lock, NULL) == 0 &&
-                           pthread_cond_init(&self->queue_done, NULL) == 0;
+                           pthread_cond_init(&self->queue_done, NULL) == 0 &&
+                           pthread_mutex_init(&self->read_lock, NULL) == 0;
     int rc = !self->is_queue_ready ? ENOMEM : cairn_mkdir_p(dir, 0750) == 0 ? 0 : errno;
     if (rc == 0)
         rc = mdb_env_create(&self->env);
@@ -596,7 +672,9 @@ void spool_destroy(spool_t **self_p)
     if (self->is_queue_ready) {
         pthread_mutex_destroy(&self->queue_lock);
         pthread_cond_destroy(&self->queue_done);
+        pthread_mutex_destroy(&self->read_lock);
     }
+    free(self->read_buf);
     free(self->dir);
     free(self);
     *self_p = NULL;
@@ -740,7 +818,8 @@ int spool_append_with_state(spool_t *self, const uint8_t *const *events, const s
 /* Places cur on the record holding from_seq, or else on the first record
  * after it; sets *skip to the events of that record before from_seq.
  * Returns 0, MDB_NOTFOUND (nothing from from_seq on) or an LMDB error. */
-static int s_seek(MDB_cursor *cur, uint64_t from_seq, MDB_val *k, MDB_val *v, size_t *skip)
+static int s_seek(spool_t *self, MDB_cursor *cur, uint64_t from_seq, MDB_val *k, MDB_val *v,
+                  size_t *skip)
 {
     uint8_t key[8];
     s_key(from_seq, key);
@@ -755,13 +834,13 @@ static int s_seek(MDB_cursor *cur, uint64_t from_seq, MDB_val *k, MDB_val *v, si
     bool is_after = r == 0;
     r = mdb_cursor_get(cur, k, v, is_after ? MDB_PREV : MDB_LAST);
     if (r == 0) {
-        s_block_t block;
-        r = s_block_parse(v, &block);
+        size_t count;
+        r = s_block_count(self, v, &count);
         if (r == SPOOL_CORRUPT)
             return 0; /* the read reports it */
         if (r != 0)
             return r;
-        if (s_seq(k) + block.count > from_seq) {
+        if (s_seq(k) + count > from_seq) {
             *skip = (size_t)(from_seq - s_seq(k));
             return 0;
         }
@@ -820,7 +899,6 @@ long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_b
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
     long passed = 0;
-    s_span_t span = S_SPAN_EMPTY;
     /* A block an ack covers in part still holds its acked events. */
     uint64_t acked = atomic_load(&self->acked_seq);
     if (from_seq <= acked)
@@ -832,12 +910,15 @@ long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_b
         MDB_val k, v;
         size_t bytes = 0, skip;
         bool is_done = false;
-        int r = s_seek(cur, from_seq, &k, &v, &skip);
+        int r = s_seek(self, cur, from_seq, &k, &v, &skip);
         if (r == 0)
             s_prefetch(self, txn, &k, SPOOL_PREFETCH_READS * max_bytes);
+        pthread_mutex_lock(&self->read_lock);
         while (r == 0 && !is_done) {
-            s_block_t block;
-            r = s_block_parse_mapped(self, &v, &block, &span);
+            s_block_t block = {0};
+            r = s_copy_value(self, &v);
+            if (r == 0)
+                r = s_block_parse(&v, &block);
             if (r == SPOOL_CORRUPT) {
                 s_block_corrupt(self, &k, &v, "skipped");
                 r = 0;
@@ -856,9 +937,6 @@ long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_b
                         is_done = true;
                         break;
                     }
-                    s_span_add(self, &span, data, len);
-                    if (passed % SPOOL_UNMAP_EVENTS == 0)
-                        s_span_unmap(self, &span); /* fn is done with those events */
                 }
                 data += len;
             }
@@ -866,13 +944,13 @@ long spool_read(spool_t *self, uint64_t from_seq, size_t max_count, size_t max_b
             if (r == 0 && !is_done)
                 r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
         }
+        pthread_mutex_unlock(&self->read_lock);
         if (r != 0 && r != MDB_NOTFOUND)
             rc = r;
         mdb_cursor_close(cur);
     }
     if (txn)
         mdb_txn_abort(txn);
-    s_span_unmap(self, &span); /* fn copied what it needed */
     s_unmap_now_and_then(self);
     if (rc != 0) {
         cairn_log_error("spool %s: read from %llu failed: %s", self->dir,
@@ -899,20 +977,23 @@ int spool_ack_through(spool_t *self, uint64_t through_seq)
         /* Whole blocks only: one the ack covers in part stays (see Blocks). */
         bool is_backlog = last - through_seq >= self->drop_backlog; /* see s_drop_deleted */
         MDB_val k, v;
-        s_block_t block;
-        size_t deleted = 0;
+        size_t count = 0, deleted = 0;
         int r = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-        while (r == 0 && ((r = s_block_parse_mapped(self, &v, &block, &span)) == 0 || r == SPOOL_CORRUPT) &&
+        while (r == 0 && ((r = s_block_count(self, &v, &count)) == 0 || r == SPOOL_CORRUPT) &&
                (r == SPOOL_CORRUPT ? s_seq(&k) <= through_seq
-                                   : s_seq(&k) + block.count - 1 <= through_seq)) {
+                                   : s_seq(&k) + count - 1 <= through_seq)) {
             if (r == 0 && is_backlog)
                 s_drop_deleted(self, &v); /* committed, it is never read again */
+            /* Deleting a block's overflow pages reads their first page:
+             * LMDB maps it, and its folio. */
+            if (s_is_mapped(self, v.mv_data, 1))
+                s_span_add(self, &span, v.mv_data, 1);
             r = mdb_cursor_del(cur, 0);
             if (r == 0)
                 r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
             /* An ack covering a whole window (thousands of events) would
-             * map all their pages before the unmap below. */
-            deleted += block.count;
+             * map all their heads before the unmap below. */
+            deleted += count;
             if (deleted >= SPOOL_UNMAP_EVENTS) {
                 s_span_unmap(self, &span);
                 deleted = 0;
