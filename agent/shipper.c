@@ -8,6 +8,13 @@
  * nothing else is kept, because the spool holds the events themselves until
  * their Ack.
  *
+ * The window (window_bytes) bounds what is unacknowledged, not what the
+ * agent holds: libzmq may keep only SHIPPER_QUEUED batches queued for its
+ * I/O thread (SNDHWM). While that queue is full, a POLLOUT poller waits
+ * for room, and the next batch is read from the spool only then, so the
+ * rest of the window is in the kernel's socket buffers and the aggregator,
+ * not in the agent's heap.
+ *
  * States: not welcomed (a Hello is out, or a reconnect is scheduled after a
  * backoff) and welcomed (batches flow). Any trouble — silence, an ack
  * timeout, a RETRY or a Refusal — closes the DEALER, dropping whatever libzmq
@@ -39,6 +46,7 @@
 #define SHIPPER_REFUSED_MS  30000 /* ms before trying again after a Refusal */
 #define SHIPPER_PROGRESS_MS 10000 /* ms between backlog reports */
 #define SHIPPER_PROGRESS_MIN_EVENTS 50000 /* a backlog worth reporting */
+#define SHIPPER_QUEUED      2     /* messages libzmq may queue for its I/O thread */
 
 typedef struct {
     uint64_t first_seq;
@@ -70,6 +78,7 @@ struct shipper {
     uint64_t next_seq;      /* next spool seq to send */
     bool is_welcomed;       /* a Welcome arrived on this connection */
     int64_t hello_sent_ms;  /* monotonic; 0 when no Hello is out */
+    bool is_awaiting_room;  /* a POLLOUT poller waits for libzmq's queue */
     int64_t connect_at_ms;  /* monotonic time of the next (re)connect */
     int64_t backoff_ms;     /* next reconnect delay */
     int64_t last_heartbeat_ms; /* monotonic */
@@ -84,9 +93,19 @@ struct shipper {
 
 static int s_on_message(zloop_t *loop, zsock_t *reader, void *arg);
 
+static void s_end_await_room(shipper_t *self)
+{
+    if (!self->is_awaiting_room)
+        return;
+    zmq_pollitem_t item = {zsock_resolve(self->dealer), 0, ZMQ_POLLOUT, 0};
+    zloop_poller_end(self->loop, &item);
+    self->is_awaiting_room = false;
+}
+
 static void s_close(shipper_t *self)
 {
     if (self->dealer) {
+        s_end_await_room(self);
         zloop_reader_end(self->loop, self->dealer);
         zsock_destroy(&self->dealer);
     }
@@ -118,7 +137,7 @@ static int s_connect(shipper_t *self)
     if (!self->dealer)
         return -1;
     zsock_set_linger(self->dealer, 0);
-    zsock_set_sndhwm(self->dealer, (int)self->options.window_batches * 2 + 16);
+    zsock_set_sndhwm(self->dealer, SHIPPER_QUEUED);
     zsock_set_reconnect_ivl(self->dealer, SHIPPER_BACKOFF_MIN);
     zsock_set_reconnect_ivl_max(self->dealer, SHIPPER_BACKOFF_MAX);
     if (self->cert) {
@@ -191,10 +210,36 @@ static int s_pack_event(void *ctx, uint64_t seq, const uint8_t *data, size_t len
     return 0;
 }
 
+static void s_fill_window(shipper_t *self);
+
+static int s_on_room(zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void)loop;
+    (void)item;
+    shipper_t *self = arg;
+    s_end_await_room(self);
+    s_fill_window(self);
+    return 0;
+}
+
+/* Has libzmq room for a batch? If not, polls for it (once). */
+static bool s_has_room(shipper_t *self)
+{
+    if (zsock_events(self->dealer) & ZMQ_POLLOUT)
+        return true;
+    if (!self->is_awaiting_room) {
+        zmq_pollitem_t item = {zsock_resolve(self->dealer), 0, ZMQ_POLLOUT, 0};
+        self->is_awaiting_room = zloop_poller(self->loop, &item, s_on_room, self) == 0;
+    }
+    return false;
+}
+
 /* Packs and sends one batch from next_seq. Returns 1 if a batch was sent, 0
- * if nothing is pending or the socket is full, -1 on error. */
+ * if nothing is pending or libzmq's queue is full, -1 on error. */
 static int s_send_batch(shipper_t *self)
 {
+    if (!s_has_room(self))
+        return 0;
     Cairn__Batch header = CAIRN__BATCH__INIT;
     header.version = CAIRN__VERSION__VERSION_1;
     header.agent_id = self->agent_id;
@@ -274,6 +319,21 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
     return rc;
 }
 
+/* Sends batches while the window and libzmq's queue have room. */
+static void s_fill_window(shipper_t *self)
+{
+    if (!self->dealer || !self->is_welcomed)
+        return;
+    /* Acked events may have been deleted under next_seq. */
+    if (self->next_seq <= spool_acked_seq(self->spool))
+        self->next_seq = spool_acked_seq(self->spool) + 1;
+    /* The window: batches and bytes in flight. A batch goes out while the
+     * bytes are under the bound, so it may pass it by one batch. */
+    while (self->flight_count < self->options.window_batches &&
+           self->flight_bytes < self->options.window_bytes && s_send_batch(self) == 1)
+        ;
+}
+
 static int s_tick(shipper_t *self)
 {
     int64_t now = cairn_time_mono_ms();
@@ -306,14 +366,7 @@ static int s_tick(shipper_t *self)
         s_restart(self, why, 0);
         return 0;
     }
-    /* Acked events may have been deleted under next_seq. */
-    if (self->next_seq <= spool_acked_seq(self->spool))
-        self->next_seq = spool_acked_seq(self->spool) + 1;
-    /* The window: batches and bytes in flight. A batch goes out while the
-     * bytes are under the bound, so it may pass it by one batch. */
-    while (self->flight_count < self->options.window_batches &&
-           self->flight_bytes < self->options.window_bytes && s_send_batch(self) == 1)
-        ;
+    s_fill_window(self);
     s_report_backlog(self, now);
     if (now - self->last_heartbeat_ms >= self->options.heartbeat_ms) {
         Cairn__Heartbeat heartbeat = CAIRN__HEARTBEAT__INIT;
