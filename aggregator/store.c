@@ -55,7 +55,8 @@
  * what was read (a 300,000-event window in bench/delivery_bench.sh: 16,689
  * asks, 51 GB) and took half of the reading thread's time. So a read asks
  * only what no window (s_ahead_t) of the last few places read holds, and a
- * call that goes on where the last one stopped keeps the windows: 983
+ * call that goes on where the last one stopped, within a second (what was
+ * asked for long ago may have left the cache), keeps the windows: 983
  * asks, 2.0 GB.
  *
  * THREADS: the receiver's thread is the only writer of events; it alone
@@ -131,6 +132,7 @@
 #include "cairn_fs.h"
 #include "cairn_log.h"
 #include "cairn_mem.h"
+#include "cairn_time.h"
 #include "cairn_wire.h"
 #include "event.h"
 #include "idset.h"
@@ -157,6 +159,7 @@
 #define S_CACHE_STEP_BYTES   ((uint64_t)64 << 20)  /* dropped from the page cache at a time */
 #define S_READ_AHEAD_BYTES   ((size_t)4 << 20) /* asked for ahead of store_read_events */
 #define S_READ_AHEAD_STREAMS 8                /* places it reads ahead of at once */
+#define S_READ_AHEAD_KEEP_MS 1000             /* windows kept between calls this long */
 #define S_PAGE_BYTES         4096             /* an alignment for madvise (LMDB's page >= it) */
 #define S_POSITION_BYTES     16               /* position: time (8) + seq (8) */
 #define S_ENTRY_BYTES        24               /* index data: position + fingerprint (8) */
@@ -252,11 +255,13 @@ struct store {
     uint64_t cache_keep, cache_step; /* store_set_cache_keep */
     /* store_read_events' read-ahead (see READING BACK), under ahead_lock
      * (made with ids_lock): kept for a call that goes on where the last
-     * one stopped (the delivery's chunks of one pass). */
+     * one stopped, soon after (the delivery's chunks of one pass; what was
+     * asked for long ago may have left the cache since). */
     pthread_mutex_t ahead_lock;
     s_ahead_t ahead[S_READ_AHEAD_STREAMS];
     uint64_t ahead_reads;          /* reads since the windows were emptied */
     uint64_t ahead_after_seq;      /* the seq the last call stopped at */
+    int64_t ahead_at_ms;           /* when it stopped (monotonic) */
 };
 
 static void s_put_u64(uint8_t out[8], uint64_t v)
@@ -1896,7 +1901,8 @@ long store_read_events(store_t *self, uint64_t after_seq, store_event_fn *fn, vo
     if (rc == 0)
         rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
     /* The read-ahead windows (see READING BACK): the store's, for a call
-     * that goes on at the event the last one stopped at or after it. */
+     * that goes on at the event the last one stopped at or after it, within
+     * S_READ_AHEAD_KEEP_MS. */
     s_ahead_t own[S_READ_AHEAD_STREAMS] = {{0}}, *ahead = own;
     uint64_t own_reads = 0, *reads = &own_reads;
     bool is_shared = self->is_ids_lock_ready;
@@ -1904,7 +1910,8 @@ long store_read_events(store_t *self, uint64_t after_seq, store_event_fn *fn, vo
         pthread_mutex_lock(&self->ahead_lock);
         ahead = self->ahead;
         reads = &self->ahead_reads;
-        if (after_seq > self->ahead_after_seq || after_seq + 1 < self->ahead_after_seq) {
+        if (after_seq > self->ahead_after_seq || after_seq + 1 < self->ahead_after_seq ||
+            cairn_time_mono_ms() - self->ahead_at_ms > S_READ_AHEAD_KEEP_MS) {
             memset(self->ahead, 0, sizeof self->ahead);
             self->ahead_reads = 0;
         }
@@ -1925,6 +1932,7 @@ long store_read_events(store_t *self, uint64_t after_seq, store_event_fn *fn, vo
     }
     if (is_shared) {
         self->ahead_after_seq = last_seq;
+        self->ahead_at_ms = cairn_time_mono_ms();
         pthread_mutex_unlock(&self->ahead_lock);
     }
     if (rc == MDB_NOTFOUND)
