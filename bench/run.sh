@@ -468,8 +468,11 @@ cpu_snapshot CPU_STORED
 sample_rss
 [[ -n $T_STORED ]] || echo "warning: only $STORED of $UNIQUE unique events stored after ${STORE_TIMEOUT_S} s" >&2
 
-# Wait until the last window is delivered: its end must pass, then the
-# bucket must hold every unique event (counted when windows_delivered moves).
+# Wait until the last window is delivered: the bucket must hold every unique
+# event (counted when windows_delivered moves). T_STORED is polled, so it
+# can fall just past a window's end when the last event was stored just
+# before it: that window, not the next (which stays empty and is never
+# delivered), is then the last, so the count starts from its end.
 count_bucket() {
     python3 - "$CAIRN_BUCKET_DIR" <<'EOF'
 import gzip, json, os, re, sys
@@ -510,7 +513,7 @@ if ((WAIT_DELIVERY)) && [[ -n $T_STORED ]]; then
             if [[ $w != "$last_windows" ]]; then
                 last_windows=$w
                 last_change=$EPOCHREALTIME
-                if ((${EPOCHREALTIME%.*} >= window_end)); then
+                if ((${EPOCHREALTIME%.*} >= window_end - INTERVAL)); then
                     cpu_snapshot CPU_END
                     BUCKET_JSON=$(count_bucket)
                     [[ $BUCKET_JSON =~ \"records\":\ *([0-9]+) ]] && DELIVERED=${BASH_REMATCH[1]}
@@ -594,6 +597,11 @@ bucket = json.loads(m["bucket"]) if m["bucket"] else {}
 unique = lg["events_unique"]
 f = lambda k: float(m[k]) if m.get(k) else None
 t0, t_stored, t_delivered, t_restart = f("t0"), f("t_stored"), f("t_delivered"), f("t_restart")
+last_window_end = None  # the end of the window that held the last event
+if t_stored and t_delivered:
+    last_window_end = (int(t_stored) // int(m["interval"]) + 1) * int(m["interval"])
+    if t_delivered < last_window_end:  # stored just before a window's end (see the wait)
+        last_window_end -= int(m["interval"])
 delivered = bucket.get("records") if m["wait_delivery"] == "1" or m["quick"] == "1" else None
 per_m = lambda x: x * 1e6 / unique if unique else None
 agents = sorted(n for n in procs if n.startswith("agent-"))
@@ -683,8 +691,7 @@ out = {
     "windows_closed_during_drain": closed_in_drain,
     "seconds_load": lg["seconds"],
     "seconds_to_stored": round(t_stored - t0, 3) if t_stored else None,
-    "delivery_lag_s": round(t_delivered - ((int(t_stored) // int(m["interval"]) + 1) * int(m["interval"])), 2)
-                      if t_delivered else None,
+    "delivery_lag_s": round(t_delivered - last_window_end, 2) if t_delivered else None,
     "p50_capture_ms": lg["p50_ms"], "p99_capture_ms": lg["p99_ms"], "max_capture_ms": lg["max_ms"],
     "cpu_includes_delivery": bool(t_delivered),
     "cpu_s_per_million": round(per_m(cpu_total), 2) if unique else None,
