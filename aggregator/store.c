@@ -55,9 +55,10 @@
  * what was read (a 300,000-event window in bench/delivery_bench.sh: 16,689
  * asks, 51 GB) and took half of the reading thread's time. So a read asks
  * only what no window (s_ahead_t) of the last few places read holds, and a
- * call that goes on where the last one stopped, within a second (what was
- * asked for long ago may have left the cache), keeps the windows: 983
- * asks, 2.0 GB.
+ * call that goes on where the last one stopped, within S_READ_AHEAD_KEEP_MS
+ * (what was asked for long ago may have left the cache; under load the
+ * delivery's chunks can be seconds apart), keeps the windows: 983 asks,
+ * 2.0 GB.
  *
  * THREADS: the receiver's thread is the only writer of events; it alone
  * touches next_seq and last_ingest_ms. The delivery actor reads events and
@@ -159,7 +160,7 @@
 #define S_CACHE_STEP_BYTES   ((uint64_t)64 << 20)  /* dropped from the page cache at a time */
 #define S_READ_AHEAD_BYTES   ((size_t)4 << 20) /* asked for ahead of store_read_events */
 #define S_READ_AHEAD_STREAMS 8                /* places it reads ahead of at once */
-#define S_READ_AHEAD_KEEP_MS 1000             /* windows kept between calls this long */
+#define S_READ_AHEAD_KEEP_MS 30000            /* windows kept between calls this long */
 #define S_PAGE_BYTES         4096             /* an alignment for madvise (LMDB's page >= it) */
 #define S_POSITION_BYTES     16               /* position: time (8) + seq (8) */
 #define S_ENTRY_BYTES        24               /* index data: position + fingerprint (8) */
