@@ -35,6 +35,20 @@ static void s_usage(FILE *out)
             "  -h, --help        show this help\n");
 }
 
+/* Parses text as a whole number in [lo, hi] into *out; else says why. */
+static int s_parse_range(const char *text, long lo, long hi, const char *option, long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (*text == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi) {
+        fprintf(stderr, "cairn-gzip-bench: %s wants %ld to %ld, not '%s'\n", option, lo, hi, text);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 static double s_cpu_s(void)
 {
     struct timespec ts;
@@ -91,18 +105,14 @@ int main(int argc, char **argv)
     long rounds = 1;
     int c;
     while ((c = getopt_long(argc, argv, "f:l:r:h", options, NULL)) != -1) {
-        char *end = NULL;
         long v = 0;
         switch (c) {
         case 'f':
             path = optarg;
             break;
         case 'l':
-            v = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || v < 0 || v > 12) {
-                fprintf(stderr, "cairn-gzip-bench: --level wants 0 to 12, not '%s'\n", optarg);
+            if (s_parse_range(optarg, 0, 12, "--level", &v) != 0)
                 return 2;
-            }
             if (level_count == S_MAX_LEVELS) {
                 fprintf(stderr, "cairn-gzip-bench: at most %d levels\n", S_MAX_LEVELS);
                 return 2;
@@ -110,11 +120,8 @@ int main(int argc, char **argv)
             levels[level_count++] = (int)v;
             break;
         case 'r':
-            rounds = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || rounds < 1 || rounds > 1000) {
-                fprintf(stderr, "cairn-gzip-bench: --rounds wants 1 to 1000, not '%s'\n", optarg);
+            if (s_parse_range(optarg, 1, 1000, "--rounds", &rounds) != 0)
                 return 2;
-            }
             break;
         case 'h':
             s_usage(stdout);
